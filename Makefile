@@ -1,0 +1,54 @@
+# Portcullis: `make run` to try it, `make test` to check it.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+# Tests need real services; these are the defaults on a developer machine.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/portcullis
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+
+.PHONY: run test lint typecheck check clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+# The app with demo data. Without DATABASE_URL / REDIS_URL it runs on SQLite with
+# in-process tasks and an in-memory channel layer; with REDIS_URL a Celery worker
+# (with beat) runs beside the server.
+run: export DEBUG ?= 1
+run: $(VENV)/.installed
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py load_demo
+	@if [ -n "$$REDIS_URL" ]; then \
+		echo "Starting a Celery worker with beat (REDIS_URL is set)"; \
+		$(VENV)/bin/celery -A config worker --beat --loglevel=INFO --concurrency=2 & \
+		trap 'kill %1 2>/dev/null' EXIT INT TERM; \
+		$(VENV)/bin/uvicorn config.asgi:application --host $(HOST) --port $(PORT); \
+	else \
+		$(VENV)/bin/uvicorn config.asgi:application --host $(HOST) --port $(PORT); \
+	fi
+
+test: export DATABASE_URL ?= $(TEST_DATABASE_URL)
+test: export REDIS_URL ?= $(TEST_REDIS_URL)
+test: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check .
+	DEBUG=1 $(VENV)/bin/mypy .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check .
+
+typecheck: $(VENV)/.installed-dev
+	DEBUG=1 $(VENV)/bin/mypy .
+
+clean:
+	rm -rf $(VENV) db.sqlite3 var .pytest_cache .mypy_cache .ruff_cache

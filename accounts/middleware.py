@@ -1,0 +1,103 @@
+"""The HTTP gate: no URL answers a session that is not OTP-verified, except the few
+that get a person to verification. Deny by default, so a new view cannot forget it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.urls import Resolver404, resolve, reverse
+
+from accounts.models import UserSession
+from accounts.selectors import is_verified
+from accounts.services import has_confirmed_totp, session_end, session_lifetime_check
+from audit.services import Kind, Severity, security_event_record
+
+# URL names reachable before verification. Login and health also without a session.
+ANONYMOUS_URL_NAMES = frozenset({"accounts:login", "health"})
+PRE_VERIFICATION_URL_NAMES = frozenset({"accounts:otp", "accounts:enroll", "accounts:logout"})
+# Paths that prove their caller by other means than a session (signed tokens,
+# signatures); each view behind them checks that proof itself.
+SELF_AUTHENTICATING_PREFIXES: tuple[str, ...] = ()
+API_PREFIX = "/api/"
+
+
+def _url_name(request: HttpRequest) -> str | None:
+    try:
+        match = resolve(request.path_info)
+    except Resolver404:
+        return None
+    return match.view_name
+
+
+class SessionLifetimeMiddleware:
+    """Ends sessions that idled or lived too long, moved browser, or were revoked."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.user.is_authenticated:
+            reason = session_lifetime_check(
+                session=request.session,
+                user_id=request.user.pk,
+                user_agent=request.META.get("HTTP_USER_AGENT", ""),
+            )
+            if reason is not None:
+                user = request.user
+                session_end(request=request, reason=reason)
+                if reason != UserSession.EndReason.REVOKED:
+                    security_event_record(
+                        kind=Kind.SESSION_ENDED,
+                        request=request,
+                        user=user,
+                        severity=Severity.WARNING
+                        if reason == UserSession.EndReason.DEVICE_CHANGED
+                        else Severity.INFO,
+                        detail={"reason": reason.value},
+                    )
+        return self.get_response(request)
+
+
+class VerifiedAccessMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        path = request.path_info
+        if path.startswith(settings.STATIC_URL) or path.startswith(SELF_AUTHENTICATING_PREFIXES):
+            return self.get_response(request)
+        # API clients with a bearer token are judged by the API's own permission layer,
+        # which applies the same rule (accounts.api.VerifiedAccess).
+        if path.startswith(API_PREFIX) and "HTTP_AUTHORIZATION" in request.META:
+            return self.get_response(request)
+
+        user = request.user
+        if is_verified(user):
+            return self.get_response(request)
+
+        name = _url_name(request)
+        if name in ANONYMOUS_URL_NAMES:
+            return self.get_response(request)
+        if user.is_authenticated and name in PRE_VERIFICATION_URL_NAMES:
+            return self.get_response(request)
+        return self._refuse(request)
+
+    @staticmethod
+    def _refuse(request: HttpRequest) -> HttpResponse:
+        user = request.user
+        if request.path_info.startswith(API_PREFIX):
+            if not user.is_authenticated:
+                return JsonResponse({"detail": "Authentication required."}, status=401)
+            return JsonResponse({"detail": "Second-factor verification required."}, status=403)
+        if not user.is_authenticated:
+            target = reverse("accounts:login")
+        elif has_confirmed_totp(user):
+            target = reverse("accounts:otp")
+        else:
+            target = reverse("accounts:enroll")
+        if request.method == "GET":
+            target += "?" + urlencode({"next": request.get_full_path()})
+        return HttpResponseRedirect(target)

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+
+
+class User(AbstractUser):
+    """A person (or an integration's service account) who signs in to Portcullis."""
+
+    # Consecutive failed second-factor attempts across all devices; throttling slows
+    # guessing per device, this counter ends it by locking the account.
+    otp_failure_count = models.PositiveIntegerField(default=0)
+    locked_at = models.DateTimeField(null=True, blank=True)
+    lock_reason = models.CharField(max_length=200, blank=True)
+    # Service accounts never log in interactively; API tokens are bound to them.
+    is_service_account = models.BooleanField(default=False)
+
+    @property
+    def is_locked(self) -> bool:
+        return self.locked_at is not None
+
+
+class UserSession(models.Model):
+    """The server's record of one signed-in browser session.
+
+    The session store holds the session's data; this row is the authority on whether the
+    session may still be used, so a supervisor (or "log out everywhere") can end sessions
+    on other machines, and sockets can check it. Only a hash of the session key is kept.
+    """
+
+    class EndReason(models.TextChoices):
+        LOGOUT = "logout", "Logged out"
+        LOGOUT_EVERYWHERE = "logout_everywhere", "Logged out everywhere"
+        IDLE = "idle", "Idle timeout"
+        ABSOLUTE = "absolute", "Absolute timeout"
+        DEVICE_CHANGED = "device_changed", "Browser changed"
+        LOCKED = "locked", "Account locked"
+        REVOKED = "revoked", "Revoked by a supervisor"
+        FACTOR_CHANGED = "factor_changed", "Second factor changed"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sessions")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(auto_now_add=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=300, blank=True)
+    # The session is bound to the browser that opened it: a stolen cookie replayed from
+    # another user agent ends the session.
+    user_agent_hash = models.CharField(max_length=64)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=32, choices=EndReason.choices, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["user"], condition=models.Q(ended_at__isnull=True), name="usersession_active_idx"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"session {self.pk} of {self.user_id}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.ended_at is None

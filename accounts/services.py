@@ -1,0 +1,304 @@
+"""Writes for sign-in, second factors and sessions."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import django_otp
+from django.conf import settings
+from django.contrib.auth import login as auth_login
+from django.contrib.auth import logout as auth_logout
+from django.contrib.sessions.backends.base import SessionBase
+from django.db import transaction
+from django.http import HttpRequest
+from django.utils import timezone
+from django_otp.models import Device
+from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from accounts.models import User, UserSession
+from audit.services import SESSION_ID_KEY, Kind, Severity, client_ip, security_event_record
+
+SESSION_STARTED_KEY = "portcullis_session_started"
+SESSION_LAST_SEEN_KEY = "portcullis_last_seen"
+OTP_VERIFIED_AT_KEY = "portcullis_otp_verified_at"
+BACKUP_DEVICE_NAME = "backup codes"
+TOTP_DEVICE_NAME = "authenticator"
+
+
+def user_agent_hash(request: HttpRequest) -> str:
+    return hashlib.sha256(request.META.get("HTTP_USER_AGENT", "").encode()).hexdigest()
+
+
+def session_otp_device(*, session: SessionBase, user: User) -> Device | None:
+    """The confirmed second-factor device that verified this session, if any."""
+    persistent_id = session.get(django_otp.DEVICE_ID_SESSION_KEY)
+    if not persistent_id:
+        return None
+    device = Device.from_persistent_id(persistent_id)
+    if device is None or device.user_id != user.pk or not device.confirmed:
+        return None
+    return device
+
+
+# --- Sessions ---------------------------------------------------------------------------
+
+
+def session_start(*, request: HttpRequest, user: User) -> UserSession:
+    """Sign the user in with their password: the session is not verified yet."""
+    auth_login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    record = UserSession.objects.create(
+        user=user,
+        ip_address=client_ip(request),
+        user_agent=request.META.get("HTTP_USER_AGENT", "")[:300].replace("\x00", ""),
+        user_agent_hash=user_agent_hash(request),
+    )
+    now = timezone.now().timestamp()
+    request.session[SESSION_ID_KEY] = record.pk
+    request.session[SESSION_STARTED_KEY] = now
+    request.session[SESSION_LAST_SEEN_KEY] = now
+    return record
+
+
+def session_end(*, request: HttpRequest, reason: UserSession.EndReason) -> None:
+    """End the current browser session, on the server and in the browser."""
+    session_id = request.session.get(SESSION_ID_KEY)
+    if session_id is not None:
+        UserSession.objects.filter(pk=session_id, ended_at__isnull=True).update(
+            ended_at=timezone.now(), end_reason=reason
+        )
+    auth_logout(request)
+
+
+def sessions_end_all(*, user: User, reason: UserSession.EndReason) -> int:
+    """End every open session of a user; each is refused at its next request or frame."""
+    return UserSession.objects.filter(user=user, ended_at__isnull=True).update(
+        ended_at=timezone.now(), end_reason=reason
+    )
+
+
+# --- Second factor ----------------------------------------------------------------------
+
+
+class OTPOutcome(enum.Enum):
+    ACCEPTED = "accepted"
+    REFUSED = "refused"
+    THROTTLED = "throttled"
+    LOCKED = "locked"
+
+
+@dataclass(frozen=True)
+class OTPResult:
+    outcome: OTPOutcome
+    retry_after: datetime | None = None
+
+
+def _mark_verified(request: HttpRequest, device: TOTPDevice | StaticDevice) -> None:
+    # A fresh session key on privilege change defeats session fixation.
+    request.session.cycle_key()
+    django_otp.login(request, device)
+    request.session[OTP_VERIFIED_AT_KEY] = timezone.now().timestamp()
+
+
+def _throttled_until(devices: list[TOTPDevice | StaticDevice]) -> datetime | None:
+    for device in devices:
+        allowed, data = device.verify_is_allowed()
+        if not allowed and data:
+            return data.get("locked_until")
+    return None
+
+
+def _account_lock(*, user: User, reason: str, request: HttpRequest | None = None) -> None:
+    user.locked_at = timezone.now()
+    user.lock_reason = reason
+    user.save(update_fields=["locked_at", "lock_reason", "otp_failure_count"])
+    sessions_end_all(user=user, reason=UserSession.EndReason.LOCKED)
+    security_event_record(
+        kind=Kind.LOCKOUT,
+        request=request,
+        user=user,
+        severity=Severity.CRITICAL,
+        detail={"reason": reason},
+    )
+
+
+def otp_verify(*, request: HttpRequest, user: User, token: str) -> OTPResult:
+    """Check a TOTP code or a backup code for the signed-in (not yet verified) user.
+
+    Row locks serialise concurrent attempts, so one code cannot be accepted twice and
+    throttling cannot be raced.
+    """
+    token = "".join(token.split()).lower()
+    with transaction.atomic():
+        user = User.objects.select_for_update().get(pk=user.pk)
+        if user.is_locked:
+            return OTPResult(OTPOutcome.LOCKED)
+        devices: list[TOTPDevice | StaticDevice] = [
+            *TOTPDevice.objects.select_for_update().filter(user=user, confirmed=True),
+            *StaticDevice.objects.select_for_update().filter(user=user, confirmed=True),
+        ]
+        retry_after = _throttled_until(devices)
+        accepted = None
+        if retry_after is None:
+            # Digits go to the authenticator, anything else can only be a backup code.
+            kind = TOTPDevice if token.isdigit() and len(token) == 6 else StaticDevice
+            accepted = next((d for d in devices if isinstance(d, kind) and d.verify_token(token)), None)
+        if accepted is not None:
+            user.otp_failure_count = 0
+            user.save(update_fields=["otp_failure_count"])
+            _mark_verified(request, accepted)
+            if isinstance(accepted, StaticDevice):
+                security_event_record(
+                    kind=Kind.BACKUP_CODE_USED,
+                    request=request,
+                    user=user,
+                    severity=Severity.WARNING,
+                    detail={"remaining": accepted.token_set.count()},
+                )
+            security_event_record(kind=Kind.OTP_SUCCEEDED, request=request, user=user)
+            return OTPResult(OTPOutcome.ACCEPTED)
+
+        user.otp_failure_count += 1
+        kind_ = Kind.OTP_THROTTLED if retry_after else Kind.OTP_FAILED
+        security_event_record(
+            kind=kind_,
+            request=request,
+            user=user,
+            severity=Severity.WARNING,
+            detail={"consecutive_failures": user.otp_failure_count},
+        )
+        if user.otp_failure_count >= settings.OTP_LOCKOUT_THRESHOLD:
+            _account_lock(
+                user=user,
+                request=request,
+                reason=f"{user.otp_failure_count} consecutive failed second-factor codes",
+            )
+            return OTPResult(OTPOutcome.LOCKED)
+        user.save(update_fields=["otp_failure_count"])
+        if retry_after is None:
+            retry_after = _throttled_until(devices)
+        return OTPResult(
+            OTPOutcome.THROTTLED if kind_ == Kind.OTP_THROTTLED else OTPOutcome.REFUSED, retry_after
+        )
+
+
+def step_up_is_fresh(request: HttpRequest) -> bool:
+    verified_at = request.session.get(OTP_VERIFIED_AT_KEY)
+    if verified_at is None:
+        return False
+    age = timezone.now().timestamp() - float(verified_at)
+    return age <= settings.STEP_UP_MAX_AGE.total_seconds()
+
+
+def has_confirmed_totp(user: User) -> bool:
+    return TOTPDevice.objects.filter(user=user, confirmed=True).exists()
+
+
+def totp_enrollment_device(*, user: User) -> TOTPDevice:
+    """The pending (unconfirmed) authenticator shown as a QR; a stale one is replaced."""
+    pending = TOTPDevice.objects.filter(user=user, confirmed=False).order_by("-created_at").first()
+    if pending is not None and timezone.now() - pending.created_at <= settings.OTP_ENROLLMENT_TTL:
+        return pending
+    TOTPDevice.objects.filter(user=user, confirmed=False).delete()
+    return TOTPDevice.objects.create(user=user, name=TOTP_DEVICE_NAME, confirmed=False)
+
+
+class EnrollmentError(Exception):
+    pass
+
+
+def totp_enrollment_confirm(*, request: HttpRequest, user: User, device_id: int, token: str) -> list[str]:
+    """Confirm a pending authenticator with its first code; returns fresh backup codes."""
+    with transaction.atomic():
+        device = (
+            TOTPDevice.objects.select_for_update().filter(pk=device_id, user=user, confirmed=False).first()
+        )
+        if device is None or timezone.now() - device.created_at > settings.OTP_ENROLLMENT_TTL:
+            raise EnrollmentError("This enrollment has expired. Scan the new QR code below.")
+        if not device.verify_token("".join(token.split())):
+            raise EnrollmentError("That code does not match. Check the time on your phone and try again.")
+        TOTPDevice.objects.filter(user=user, confirmed=True).delete()
+        device.confirmed = True
+        device.save(update_fields=["confirmed"])
+        user.otp_failure_count = 0
+        user.save(update_fields=["otp_failure_count"])
+        _mark_verified(request, device)
+        security_event_record(kind=Kind.ENROLLED, request=request, user=user)
+        return backup_codes_issue(request=request, user=user)
+
+
+def backup_codes_issue(*, request: HttpRequest | None, user: User) -> list[str]:
+    """Replace the user's backup codes; the plain codes are returned to be shown once."""
+    with transaction.atomic():
+        StaticDevice.objects.filter(user=user).delete()
+        device = StaticDevice.objects.create(user=user, name=BACKUP_DEVICE_NAME, confirmed=True)
+        codes = [StaticToken.random_token() for _ in range(settings.BACKUP_CODE_COUNT)]
+        StaticToken.objects.bulk_create(StaticToken(device=device, token=code) for code in codes)
+        security_event_record(kind=Kind.BACKUP_CODES_ISSUED, request=request, user=user)
+    return codes
+
+
+def second_factor_reset(*, user: User, by: User, request: HttpRequest | None = None) -> None:
+    """Remove a user's second factors; their next sign-in enrolls anew.
+
+    Every open session ends too: whoever held the old factor must not stay signed in.
+    """
+    with transaction.atomic():
+        TOTPDevice.objects.filter(user=user).delete()
+        StaticDevice.objects.filter(user=user).delete()
+        sessions_end_all(user=user, reason=UserSession.EndReason.FACTOR_CHANGED)
+        security_event_record(
+            kind=Kind.FACTOR_RESET,
+            request=request,
+            user=user,
+            severity=Severity.WARNING,
+            detail={"by": by.get_username()},
+        )
+
+
+def account_unlock(*, user: User, by: User, request: HttpRequest | None = None) -> None:
+    user.locked_at = None
+    user.lock_reason = ""
+    user.otp_failure_count = 0
+    user.save(update_fields=["locked_at", "lock_reason", "otp_failure_count"])
+    security_event_record(kind=Kind.UNLOCKED, request=request, user=user, detail={"by": by.get_username()})
+
+
+# --- Session lifetime -------------------------------------------------------------------
+
+LAST_SEEN_WRITE_INTERVAL = timedelta(seconds=60)
+
+
+def session_lifetime_check(
+    *, session: SessionBase, user_id: int, user_agent: str
+) -> UserSession.EndReason | None:
+    """Why an authenticated session must end now, or None if it may go on.
+
+    Asked on every HTTP request and by long-lived sockets, so the same rules hold for both.
+    """
+    now = timezone.now().timestamp()
+    started = session.get(SESSION_STARTED_KEY)
+    last_seen = session.get(SESSION_LAST_SEEN_KEY)
+    session_id = session.get(SESSION_ID_KEY)
+    if started is None or last_seen is None or session_id is None:
+        return UserSession.EndReason.REVOKED
+    if now - float(started) > settings.SESSION_ABSOLUTE_TIMEOUT.total_seconds():
+        return UserSession.EndReason.ABSOLUTE
+    if now - float(last_seen) > settings.SESSION_IDLE_TIMEOUT.total_seconds():
+        return UserSession.EndReason.IDLE
+    record = (
+        UserSession.objects.filter(pk=session_id, user_id=user_id).only("ended_at", "user_agent_hash").first()
+    )
+    if record is None or record.ended_at is not None:
+        return UserSession.EndReason.REVOKED
+    if record.user_agent_hash != hashlib.sha256(user_agent.encode()).hexdigest():
+        return UserSession.EndReason.DEVICE_CHANGED
+    # Idle time is tracked to the minute: writing on every request would cost a session
+    # save and a row update per click.
+    if now - float(last_seen) > LAST_SEEN_WRITE_INTERVAL.total_seconds():
+        session[SESSION_LAST_SEEN_KEY] = now
+        UserSession.objects.filter(pk=session_id).update(last_seen_at=timezone.now())
+    return None

@@ -1,0 +1,212 @@
+from __future__ import annotations
+
+from base64 import b32encode
+from urllib.parse import urlencode
+
+import segno
+from django.conf import settings
+from django.contrib import messages
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from accounts import services
+from accounts.forms import EnrollForm, LoginForm, OTPTokenForm
+from accounts.models import User, UserSession
+from accounts.selectors import is_verified, session_list
+from audit.services import Kind, Severity, security_event_record
+
+LOCKED_MESSAGE = "This account is locked after too many failed codes. A supervisor can unlock it."
+
+
+def _safe_next(request: HttpRequest) -> str:
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return settings.LOGIN_REDIRECT_URL
+
+
+def _with_next(url_name: str, next_url: str) -> str:
+    return f"{reverse(url_name)}?{urlencode({'next': next_url})}"
+
+
+def _current_user(request: HttpRequest) -> User:
+    assert isinstance(request.user, User)  # noqa: S101  # the gate lets only users here
+    return request.user
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def login_view(request: HttpRequest) -> HttpResponse:
+    if is_verified(request.user):
+        return redirect(_safe_next(request))
+    form = LoginForm(request.POST or None, request=request)
+    if request.method == "POST":
+        if form.is_valid() and form.user is not None:
+            user = form.user
+            if user.is_locked:
+                security_event_record(
+                    kind=Kind.LOGIN_LOCKED, request=request, user=user, severity=Severity.WARNING
+                )
+                form.add_error(None, LOCKED_MESSAGE)
+            else:
+                services.session_start(request=request, user=user)
+                security_event_record(kind=Kind.LOGIN_SUCCEEDED, request=request, user=user)
+                step = "accounts:otp" if services.has_confirmed_totp(user) else "accounts:enroll"
+                return HttpResponseRedirect(_with_next(step, _safe_next(request)))
+        elif request.POST.get("username"):
+            security_event_record(
+                kind=Kind.LOGIN_FAILED,
+                request=request,
+                severity=Severity.WARNING,
+                username_attempted=request.POST.get("username", ""),
+            )
+    return render(
+        request,
+        "accounts/login.html",
+        {"form": form, "next": _safe_next(request)},
+        status=400 if form.errors else 200,
+    )
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def otp_view(request: HttpRequest) -> HttpResponse:
+    user = _current_user(request)
+    if not services.has_confirmed_totp(user):
+        return HttpResponseRedirect(_with_next("accounts:enroll", _safe_next(request)))
+    form = OTPTokenForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        result = services.otp_verify(request=request, user=user, token=form.cleaned_data["token"])
+        if result.outcome is services.OTPOutcome.ACCEPTED:
+            return redirect(_safe_next(request))
+        if result.outcome is services.OTPOutcome.LOCKED:
+            services.session_end(request=request, reason=UserSession.EndReason.LOCKED)
+            messages.error(request, LOCKED_MESSAGE)
+            return redirect("accounts:login")
+        if result.outcome is services.OTPOutcome.THROTTLED:
+            wait = "a moment"
+            if result.retry_after is not None:
+                seconds = max(1, int((result.retry_after - timezone.now()).total_seconds()) + 1)
+                wait = f"{seconds} seconds"
+            form.add_error("token", f"Too many failed codes. Wait {wait} before trying again.")
+        else:
+            form.add_error("token", "That code is not valid. Codes work once only.")
+    return render(
+        request,
+        "accounts/otp.html",
+        {"form": form, "next": _safe_next(request)},
+        status=400 if form.errors else 200,
+    )
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def enroll_view(request: HttpRequest) -> HttpResponse:
+    user = _current_user(request)
+    # Replacing an enrolled authenticator is only for a freshly verified session.
+    if services.has_confirmed_totp(user) and not (is_verified(user) and services.step_up_is_fresh(request)):
+        return HttpResponseRedirect(_with_next("accounts:otp", _safe_next(request)))
+    form = EnrollForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            codes = services.totp_enrollment_confirm(
+                request=request,
+                user=user,
+                device_id=form.cleaned_data["device_id"],
+                token=form.cleaned_data["token"],
+            )
+        except services.EnrollmentError as error:
+            form.add_error("token", str(error))
+        else:
+            return render(
+                request, "accounts/backup_codes.html", {"codes": codes, "next": _safe_next(request)}
+            )
+    device = services.totp_enrollment_device(user=user)
+    uri = device.config_url
+    context = {
+        "form": form,
+        "device_id": device.pk,
+        "qr_svg": segno.make(uri, error="m").svg_inline(scale=5, dark="#111", light="#fff"),
+        "manual_key": _group(_base32(device)),
+        "next": _safe_next(request),
+    }
+    return render(request, "accounts/enroll.html", context, status=400 if form.errors else 200)
+
+
+def _base32(device: TOTPDevice) -> str:
+    return b32encode(device.bin_key).decode().rstrip("=")
+
+
+def _group(key: str) -> str:
+    return " ".join(key[i : i + 4] for i in range(0, len(key), 4))
+
+
+@require_POST
+def logout_view(request: HttpRequest) -> HttpResponse:
+    user = request.user
+    services.session_end(request=request, reason=UserSession.EndReason.LOGOUT)
+    if isinstance(user, User):
+        security_event_record(kind=Kind.LOGOUT, request=request, user=user)
+    messages.info(request, "You are signed out.")
+    return redirect("accounts:login")
+
+
+@require_POST
+def logout_everywhere_view(request: HttpRequest) -> HttpResponse:
+    user = _current_user(request)
+    count = services.sessions_end_all(user=user, reason=UserSession.EndReason.LOGOUT_EVERYWHERE)
+    security_event_record(kind=Kind.LOGOUT_EVERYWHERE, request=request, user=user, detail={"sessions": count})
+    services.session_end(request=request, reason=UserSession.EndReason.LOGOUT_EVERYWHERE)
+    messages.info(request, f"Signed out of {count} session(s).")
+    return redirect("accounts:login")
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def security_view(request: HttpRequest) -> HttpResponse:
+    """The agent's own security page: sessions, backup codes, authenticator."""
+    user = _current_user(request)
+    form = OTPTokenForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        action = request.POST.get("action")
+        result = services.otp_verify(request=request, user=user, token=form.cleaned_data["token"])
+        if result.outcome is services.OTPOutcome.LOCKED:
+            services.session_end(request=request, reason=UserSession.EndReason.LOCKED)
+            messages.error(request, LOCKED_MESSAGE)
+            return redirect("accounts:login")
+        if result.outcome is not services.OTPOutcome.ACCEPTED:
+            form.add_error("token", "Confirm with a valid, unused code from your authenticator.")
+        elif action == "backup_codes":
+            codes = services.backup_codes_issue(request=request, user=user)
+            return render(
+                request, "accounts/backup_codes.html", {"codes": codes, "next": reverse("accounts:security")}
+            )
+        elif action == "replace_authenticator":
+            return redirect("accounts:enroll")
+        else:
+            form.add_error(None, "Unknown action.")
+    context = {
+        "form": form,
+        "sessions": session_list(user=user, current_id=request.session.get("portcullis_session_id")),
+    }
+    return render(request, "accounts/security.html", context, status=400 if form.errors else 200)
+
+
+@require_GET
+def health_view(request: HttpRequest) -> JsonResponse:
+    """Liveness and database reachability for load balancers; reveals nothing else."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception:
+        return JsonResponse({"status": "unavailable"}, status=503)
+    return JsonResponse({"status": "ok"})

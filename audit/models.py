@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class SecurityEvent(models.Model):
+    """A security-relevant event: sign-in steps, lockouts, factor changes, refusals.
+
+    Never holds a password, a one-time code or a session key: sessions are referred to by
+    the id of their `accounts.UserSession` row.
+    """
+
+    class Kind(models.TextChoices):
+        LOGIN_SUCCEEDED = "login_succeeded", "Password accepted"
+        LOGIN_FAILED = "login_failed", "Password refused"
+        LOGIN_LOCKED = "login_locked", "Sign-in to a locked account"
+        OTP_SUCCEEDED = "otp_succeeded", "Second factor accepted"
+        OTP_FAILED = "otp_failed", "Second factor refused"
+        OTP_THROTTLED = "otp_throttled", "Second factor throttled"
+        BACKUP_CODE_USED = "backup_code_used", "Backup code used"
+        LOCKOUT = "lockout", "Account locked"
+        UNLOCKED = "unlocked", "Account unlocked"
+        ENROLLED = "enrolled", "Authenticator enrolled"
+        FACTOR_RESET = "factor_reset", "Second factor reset"
+        BACKUP_CODES_ISSUED = "backup_codes_issued", "Backup codes issued"
+        LOGOUT = "logout", "Logged out"
+        LOGOUT_EVERYWHERE = "logout_everywhere", "Logged out everywhere"
+        SESSION_ENDED = "session_ended", "Session ended by policy"
+        PRIVILEGE_DENIED = "privilege_denied", "Privilege change refused"
+
+    class Severity(models.TextChoices):
+        INFO = "info", "Info"
+        WARNING = "warning", "Warning"
+        CRITICAL = "critical", "Critical"
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    kind = models.CharField(max_length=40, choices=Kind.choices, db_index=True)
+    severity = models.CharField(max_length=10, choices=Severity.choices, default=Severity.INFO)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # What was typed as a username on a failed sign-in; not a secret, and what a
+    # supervisor needs to see credential stuffing against unknown names.
+    username_attempted = models.CharField(max_length=150, blank=True)
+    session_id = models.BigIntegerField(null=True, blank=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=300, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["user", "-created_at"], name="secevent_user_time_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.kind}"

@@ -1,0 +1,57 @@
+"""Writes to the audit trail. Callers describe what happened; nothing secret goes in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest
+
+from accounts.models import User
+from audit.models import SecurityEvent
+
+SESSION_ID_KEY = "portcullis_session_id"
+
+Kind = SecurityEvent.Kind
+Severity = SecurityEvent.Severity
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    # REMOTE_ADDR only: behind a proxy the ASGI server is told which forwarded header to
+    # trust (uvicorn --forwarded-allow-ips), so a client cannot forge its address here.
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def _printable(value: str, limit: int) -> str:
+    # Attacker-supplied text: PostgreSQL refuses NUL, and control characters only
+    # serve to forge log lines.
+    return "".join(ch for ch in value[:limit] if ch.isprintable())
+
+
+def security_event_record(
+    *,
+    kind: SecurityEvent.Kind,
+    request: HttpRequest | None = None,
+    user: User | None = None,
+    severity: SecurityEvent.Severity = Severity.INFO,
+    username_attempted: str = "",
+    detail: dict[str, Any] | None = None,
+) -> SecurityEvent:
+    session_id = None
+    ip_address = None
+    user_agent = ""
+    if request is not None:
+        session_id = request.session.get(SESSION_ID_KEY) if hasattr(request, "session") else None
+        ip_address = client_ip(request)
+        user_agent = _printable(request.META.get("HTTP_USER_AGENT", ""), 300)
+        if user is None and request.user.is_authenticated:
+            user = request.user
+    return SecurityEvent.objects.create(
+        kind=kind,
+        severity=severity,
+        user=user,
+        username_attempted=_printable(username_attempted, 150),
+        session_id=session_id,
+        ip_address=ip_address,
+        user_agent=user_agent,
+        detail=detail or {},
+    )

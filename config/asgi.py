@@ -1,0 +1,27 @@
+"""ASGI entry point: HTTP and websockets.
+
+Django is set up first so that the routing modules can import models.
+"""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+
+from accounts.sockets import VerifiedSocketMiddleware  # noqa: E402
+from config.routing import agent_websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(VerifiedSocketMiddleware(URLRouter(agent_websocket_urlpatterns)))
+        ),
+    }
+)

@@ -1,0 +1,93 @@
+"""Shared fixtures: users in roles, enrolled authenticators, verified sessions."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import pyotp
+import pytest
+from django.contrib.auth.models import Group
+from django.test import Client
+from django.utils import timezone
+from django_otp import DEVICE_ID_SESSION_KEY
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from accounts.models import User, UserSession
+from accounts.services import (
+    OTP_VERIFIED_AT_KEY,
+    SESSION_LAST_SEEN_KEY,
+    SESSION_STARTED_KEY,
+)
+from audit.services import SESSION_ID_KEY
+
+PASSWORD = "correct horse battery staple 9"
+_counter = itertools.count(1)
+
+
+def totp_of(device: TOTPDevice) -> pyotp.TOTP:
+    """An independent generator for the device's codes."""
+    from base64 import b32encode
+
+    return pyotp.TOTP(b32encode(device.bin_key).decode(), interval=device.step, digits=device.digits)
+
+
+@pytest.fixture
+def make_user(db: Any) -> Callable[..., User]:
+    def make(*roles: str, username: str | None = None, enrolled: bool = True, **fields: Any) -> User:
+        user = User.objects.create_user(
+            username=username or f"user{next(_counter)}", password=PASSWORD, **fields
+        )
+        for role in roles:
+            user.groups.add(Group.objects.get(name=role))
+        if enrolled:
+            TOTPDevice.objects.create(user=user, name="authenticator", confirmed=True)
+        return user
+
+    return make
+
+
+@pytest.fixture
+def totp() -> Callable[[User], pyotp.TOTP]:
+    def generator(user: User) -> pyotp.TOTP:
+        return totp_of(TOTPDevice.objects.get(user=user, confirmed=True))
+
+    return generator
+
+
+def start_session(client: Client, user: User, *, verified: bool) -> UserSession:
+    """Put the client in the state the sign-in flow leaves it in, without its timing.
+
+    The flow itself is exercised in test_login_flow; other tests need many sessions and a
+    TOTP code is accepted once per 30 s step.
+    """
+    client.force_login(user, backend="django.contrib.auth.backends.ModelBackend")
+    record = UserSession.objects.create(user=user, user_agent_hash=_empty_ua_hash())
+    session = client.session
+    now = timezone.now().timestamp()
+    session[SESSION_ID_KEY] = record.pk
+    session[SESSION_STARTED_KEY] = now
+    session[SESSION_LAST_SEEN_KEY] = now
+    if verified:
+        device = TOTPDevice.objects.get(user=user, confirmed=True)
+        session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+        session[OTP_VERIFIED_AT_KEY] = now
+    session.save()
+    return record
+
+
+def _empty_ua_hash() -> str:
+    import hashlib
+
+    return hashlib.sha256(b"").hexdigest()
+
+
+@pytest.fixture
+def verified_client(make_user: Callable[..., User]) -> Callable[[User], Client]:
+    def make(user: User) -> Client:
+        client = Client()
+        start_session(client, user, verified=True)
+        return client
+
+    return make
