@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.db import models
+from django.utils import timezone
 
 
 class User(AbstractUser):
@@ -63,3 +64,37 @@ class UserSession(models.Model):
     @property
     def is_active(self) -> bool:
         return self.ended_at is None
+
+
+class ApiToken(models.Model):
+    """A scoped, expiring credential for an integration, bound to a service account.
+
+    Only a SHA-256 of the secret is stored; the full token is shown once at creation.
+    The service account still needs grants: a token only narrows them, to its inboxes
+    and to read (or read/write).
+    """
+
+    PREFIX = "pcl"
+
+    name = models.CharField(max_length=100)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="api_tokens",
+        limit_choices_to={"is_service_account": True},
+    )
+    inboxes = models.ManyToManyField("inbox.Inbox", related_name="api_tokens")
+    can_write = models.BooleanField(default=False, help_text="Off: read only.")
+    lookup_id = models.CharField(max_length=16, unique=True, editable=False)
+    secret_hash = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.PREFIX}_{self.lookup_id}_…)"
+
+    @property
+    def is_usable(self) -> bool:
+        return self.revoked_at is None and self.expires_at > timezone.now()

@@ -54,3 +54,32 @@ class SecurityEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.kind}"
+
+
+class AccessEvent(models.Model):
+    """One policy decision on a protected object: who, through which session or token,
+    what, which action, and whether it was allowed. Reads are recorded as well as writes.
+
+    Plain integer columns instead of foreign keys: the row is written on every access,
+    must stay cheap, and must outlive the objects it names.
+    """
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    user_id = models.BigIntegerField(null=True)
+    session_id = models.BigIntegerField(null=True)
+    api_token_id = models.BigIntegerField(null=True)
+    ip_address = models.GenericIPAddressField(null=True)
+    object_type = models.CharField(max_length=40)
+    object_id = models.BigIntegerField(null=True)
+    action = models.CharField(max_length=16)
+    allowed = models.BooleanField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["user_id", "-created_at"], name="accessevent_user_time_idx"),
+            models.Index(fields=["object_type", "object_id"], name="accessevent_object_idx"),
+        ]
+
+    def __str__(self) -> str:
+        verdict = "allowed" if self.allowed else "denied"
+        return f"{self.action} {self.object_type}:{self.object_id} {verdict}"

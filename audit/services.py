@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any
 
 from django.http import HttpRequest
 
 from accounts.models import User
-from audit.models import SecurityEvent
+from audit.models import AccessEvent, SecurityEvent
 
 SESSION_ID_KEY = "portcullis_session_id"
 
@@ -55,3 +58,49 @@ def security_event_record(
         user_agent=user_agent,
         detail=detail or {},
     )
+
+
+# Access events are collected per request (or task) and written in one INSERT at its end:
+# a page that checks fifty objects costs one round trip, not fifty.
+_access_buffer: ContextVar[list[AccessEvent] | None] = ContextVar("access_buffer", default=None)
+
+
+def access_event_record(
+    *,
+    user_id: int | None,
+    session_id: int | None,
+    api_token_id: int | None,
+    ip_address: str | None,
+    object_type: str,
+    object_id: int | None,
+    action: str,
+    allowed: bool,
+) -> None:
+    event = AccessEvent(
+        user_id=user_id,
+        session_id=session_id,
+        api_token_id=api_token_id,
+        ip_address=ip_address,
+        object_type=object_type,
+        object_id=object_id,
+        action=action,
+        allowed=allowed,
+    )
+    buffer = _access_buffer.get()
+    if buffer is None:
+        event.save()
+    else:
+        buffer.append(event)
+
+
+@contextlib.contextmanager
+def access_events_batched() -> Iterator[None]:
+    """Collect access events and write them together when the block ends, even on error."""
+    token = _access_buffer.set([])
+    try:
+        yield
+    finally:
+        events = _access_buffer.get() or []
+        _access_buffer.reset(token)
+        if events:
+            AccessEvent.objects.bulk_create(events)

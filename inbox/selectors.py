@@ -1,0 +1,160 @@
+"""Reads for the agent pages and the API. Visibility always comes from the policy."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.contrib.postgres.search import SearchQuery, SearchVector
+from django.db import connection
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
+
+from inbox import policy
+from inbox.models import CannedResponse, Conversation, Invoice, Message, Note
+from inbox.policy import AccessContext
+
+PAGE_SIZE = 50
+MAX_SEARCH_LENGTH = 200
+
+
+class InvalidFilter(ValueError):
+    """A filter or cursor that cannot be understood: answered 400."""
+
+
+@dataclass(frozen=True)
+class ConversationFilters:
+    inbox_id: int | None = None
+    statuses: tuple[str, ...] = (Conversation.Status.OPEN,)
+    scope: str = "all"  # mine | unassigned | all
+    label_id: int | None = None
+    search: str = ""
+
+    SCOPES = ("mine", "unassigned", "all")
+
+
+@dataclass(frozen=True)
+class Cursor:
+    last_activity_at: datetime
+    id: int
+
+    def encode(self) -> str:
+        raw = json.dumps([self.last_activity_at.isoformat(), self.id]).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, value: str) -> Cursor:
+        try:
+            raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+            when, pk = json.loads(raw)
+            return cls(datetime.fromisoformat(when), int(pk))
+        except (binascii.Error, ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise InvalidFilter("The page cursor is not valid.") from error
+
+
+@dataclass
+class ConversationPage:
+    rows: Sequence[Conversation]
+    next_cursor: str | None
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+def _message_search(text: str) -> QuerySet[Message]:
+    if connection.vendor == "postgresql":
+        query = SearchQuery(text, config="simple", search_type="websearch")
+        return Message.objects.annotate(document=SearchVector("text", config="simple")).filter(document=query)
+    # The embedded SQLite default has no full-text index; a plain match does.
+    return Message.objects.filter(text__icontains=text)
+
+
+def _filtered(
+    ctx: AccessContext, filters: ConversationFilters, *, with_scope: bool
+) -> QuerySet[Conversation]:
+    conversations = policy.visible_conversations(ctx).filter(status__in=filters.statuses)
+    if filters.inbox_id is not None:
+        conversations = conversations.filter(inbox_id=filters.inbox_id)
+    if filters.label_id is not None:
+        conversations = conversations.filter(labels__id=filters.label_id)
+    if filters.search:
+        matches = _message_search(filters.search).filter(conversation_id=OuterRef("pk"))
+        conversations = conversations.filter(Exists(matches))
+    if with_scope:
+        if filters.scope == "mine":
+            conversations = conversations.filter(assignee_id=ctx.user.pk)
+        elif filters.scope == "unassigned":
+            conversations = conversations.filter(assignee__isnull=True)
+    return conversations
+
+
+def conversation_list(
+    *, ctx: AccessContext, filters: ConversationFilters, cursor: str | None = None, limit: int = PAGE_SIZE
+) -> ConversationPage:
+    """One page of the inbox list, newest activity first, keyset-paginated."""
+    conversations = _filtered(ctx, filters, with_scope=True)
+    if cursor:
+        position = Cursor.decode(cursor)
+        conversations = conversations.filter(
+            Q(last_activity_at__lt=position.last_activity_at)
+            | Q(last_activity_at=position.last_activity_at, id__lt=position.id)
+        )
+    last_message = Message.objects.filter(conversation_id=OuterRef("pk")).order_by("-created_at", "-id")
+    rows = list(
+        conversations.select_related("inbox", "contact", "assignee")
+        .annotate(last_message_text=Subquery(last_message.values("text")[:1]))
+        .order_by("-last_activity_at", "-id")[: limit + 1]
+    )
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        tail = rows[-1]
+        next_cursor = Cursor(tail.last_activity_at, tail.pk).encode()
+    return ConversationPage(rows=rows, next_cursor=next_cursor)
+
+
+def conversation_counters(*, ctx: AccessContext, filters: ConversationFilters) -> dict[str, int]:
+    """Mine / unassigned / all for the current filters, in one query."""
+    counts = _filtered(ctx, filters, with_scope=False).aggregate(
+        mine=Count("id", filter=Q(assignee_id=ctx.user.pk)),
+        unassigned=Count("id", filter=Q(assignee__isnull=True)),
+        all=Count("id"),
+    )
+    return {key: int(value or 0) for key, value in counts.items()}
+
+
+@dataclass(frozen=True)
+class ThreadEntry:
+    kind: str  # "message" | "note"
+    created_at: datetime
+    item: Any
+
+
+def conversation_thread(*, conversation: Conversation) -> list[ThreadEntry]:
+    """Messages and internal notes in time order. The caller has loaded the conversation
+    through the policy, which is what authorises reading its thread."""
+    messages = (
+        Message.objects.filter(conversation=conversation)
+        .select_related("sender_user")
+        .prefetch_related("attachments")
+    )
+    notes = Note.objects.filter(conversation=conversation).select_related("author")
+    entries = [ThreadEntry("message", m.created_at, m) for m in messages]
+    entries += [ThreadEntry("note", n.created_at, n) for n in notes]
+    return sorted(entries, key=lambda e: (e.created_at, e.kind, e.item.pk))
+
+
+def canned_responses(*, conversation: Conversation) -> QuerySet[CannedResponse]:
+    return CannedResponse.objects.filter(Q(inbox__isnull=True) | Q(inbox_id=conversation.inbox_id))
+
+
+def contact_invoices(*, ctx: AccessContext, contact_id: int) -> QuerySet[Invoice] | None:
+    """The contact's invoices, or None when the caller is outside the billing module."""
+    from inbox.models import Contact
+
+    contact = Contact(pk=contact_id)
+    if not policy.can_view_billing(ctx, contact):
+        return None
+    return Invoice.objects.filter(contact_id=contact_id).order_by("-issued_at")

@@ -1,0 +1,278 @@
+"""Writes on conversations. Each takes an access context and asks the policy first."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from inbox import events, policy
+from inbox.models import (
+    ChannelKind,
+    Contact,
+    ContactIdentity,
+    Conversation,
+    Inbox,
+    Label,
+    Message,
+    Note,
+)
+from inbox.policy import AccessContext, Action
+
+MAX_TEXT_LENGTH = 20_000
+
+Status = Conversation.Status
+
+# Which status may follow which. A resolved conversation is reopened, not parked.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    Status.OPEN: frozenset({Status.PENDING, Status.SNOOZED, Status.RESOLVED}),
+    Status.PENDING: frozenset({Status.OPEN, Status.SNOOZED, Status.RESOLVED}),
+    Status.SNOOZED: frozenset({Status.OPEN, Status.PENDING, Status.RESOLVED}),
+    Status.RESOLVED: frozenset({Status.OPEN}),
+}
+
+
+class InvalidRequest(ValueError):
+    """The request is well-formed but not acceptable: answered 400 with this message."""
+
+
+def _check_text(text: str, *, what: str) -> str:
+    text = text.strip()
+    if not text:
+        raise InvalidRequest(f"The {what} is empty.")
+    if len(text) > MAX_TEXT_LENGTH:
+        raise InvalidRequest(f"The {what} is longer than {MAX_TEXT_LENGTH} characters.")
+    if "\x00" in text:
+        raise InvalidRequest(f"The {what} contains a NUL character.")
+    return text
+
+
+def _touch(conversation: Conversation, when: datetime) -> None:
+    conversation.last_activity_at = when
+    Conversation.objects.filter(pk=conversation.pk).update(last_activity_at=when)
+
+
+def conversation_reply(*, ctx: AccessContext, conversation: Conversation, text: str) -> Message:
+    """Store an agent's reply as an outbound message, queued for its channel to send."""
+    if not policy.can(ctx, Action.REPLY, conversation):
+        raise policy.Denied("You may not reply in this conversation.")
+    text = _check_text(text, what="reply")
+    with transaction.atomic():
+        message = Message.objects.create(
+            conversation=conversation,
+            inbox_id=conversation.inbox_id,
+            direction=Message.Direction.OUTBOUND,
+            sender_user=ctx.user,
+            sender_name=ctx.user.get_full_name() or ctx.user.get_username(),
+            text=text,
+            delivery_status=Message.DeliveryStatus.QUEUED,
+        )
+        _touch(conversation, message.created_at)
+        events.publish_after_commit(
+            inbox_id=conversation.inbox_id,
+            event="message.created",
+            payload={"conversation_id": conversation.pk, "message_id": message.pk},
+        )
+        transaction.on_commit(lambda: outbound_dispatch(message.pk))
+    return message
+
+
+def outbound_dispatch(message_id: int) -> None:
+    """Hand a queued outbound message to its channel's sender, if one is configured."""
+    from channels_app.outbound import dispatch
+
+    dispatch(message_id)
+
+
+def note_add(*, ctx: AccessContext, conversation: Conversation, text: str) -> Note:
+    if not policy.can(ctx, Action.REPLY, conversation):
+        raise policy.Denied("You may not add notes to this conversation.")
+    text = _check_text(text, what="note")
+    with transaction.atomic():
+        note = Note.objects.create(conversation=conversation, author=ctx.user, text=text)
+        events.publish_after_commit(
+            inbox_id=conversation.inbox_id,
+            event="note.created",
+            payload={"conversation_id": conversation.pk, "note_id": note.pk},
+        )
+    return note
+
+
+def conversation_assign(*, ctx: AccessContext, conversation: Conversation, assignee_id: int | None) -> None:
+    """Assign to an agent who can see the conversation, or unassign (None)."""
+    from accounts.models import User
+
+    if not policy.can(ctx, Action.ASSIGN, conversation):
+        raise policy.Denied("You may not assign conversations in this inbox.")
+    if assignee_id is not None:
+        assignee = User.objects.filter(pk=assignee_id, is_active=True, is_service_account=False).first()
+        # Assigning to someone who cannot see it would hand them nothing; refuse it.
+        if assignee is None or not policy.can(AccessContext(user=assignee), Action.VIEW, conversation):
+            raise InvalidRequest("That agent cannot see this conversation.")
+    with transaction.atomic():
+        Conversation.objects.filter(pk=conversation.pk).update(assignee_id=assignee_id)
+        conversation.assignee_id = assignee_id
+        events.publish_after_commit(
+            inbox_id=conversation.inbox_id,
+            event="conversation.assigned",
+            payload={"conversation_id": conversation.pk, "assignee_id": assignee_id},
+        )
+
+
+def conversation_status_set(
+    *, ctx: AccessContext, conversation: Conversation, status: str, snoozed_until: datetime | None = None
+) -> None:
+    if not policy.can(ctx, Action.REPLY, conversation):
+        raise policy.Denied("You may not change this conversation's status.")
+    if status not in Status.values:
+        raise InvalidRequest(f"Unknown status {status!r}.")
+    if status == conversation.status:
+        return
+    if status not in TRANSITIONS[conversation.status]:
+        raise InvalidRequest(f"A {conversation.status} conversation cannot become {status}.")
+    if status == Status.SNOOZED:
+        if snoozed_until is None or snoozed_until <= timezone.now():
+            raise InvalidRequest("Snoozing needs a time in the future.")
+    else:
+        snoozed_until = None
+    with transaction.atomic():
+        Conversation.objects.filter(pk=conversation.pk).update(status=status, snoozed_until=snoozed_until)
+        conversation.status, conversation.snoozed_until = status, snoozed_until
+        events.publish_after_commit(
+            inbox_id=conversation.inbox_id,
+            event="conversation.status",
+            payload={"conversation_id": conversation.pk, "status": status},
+        )
+
+
+def conversation_labels_set(*, ctx: AccessContext, conversation: Conversation, label_ids: list[int]) -> None:
+    if not policy.can(ctx, Action.REPLY, conversation):
+        raise policy.Denied("You may not label this conversation.")
+    labels = list(Label.objects.filter(pk__in=label_ids))
+    if len(labels) != len(set(label_ids)):
+        raise InvalidRequest("Unknown label.")
+    with transaction.atomic():
+        conversation.labels.set(labels)
+        events.publish_after_commit(
+            inbox_id=conversation.inbox_id,
+            event="conversation.labels",
+            payload={"conversation_id": conversation.pk, "label_ids": sorted(label_ids)},
+        )
+
+
+# --- Inbound (called by channel ingestion, which has validated its own channel) ---------
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    inbox: Inbox
+    channel_kind: ChannelKind
+    handle: str
+    sender_name: str
+    text: str
+    html: str = ""
+    provider_message_id: str | None = None
+    subject: str = ""
+    # The conversation this continues, when the channel could tell (email threading).
+    conversation_id: int | None = None
+
+
+@dataclass(frozen=True)
+class InboundResult:
+    message: Message
+    created: bool
+
+
+def contact_for_handle(*, channel_kind: str, handle: str, name: str = "") -> Contact:
+    """Find the contact with this handle on this channel, or create one (race-safe)."""
+    identity = (
+        ContactIdentity.objects.select_related("contact")
+        .filter(channel_kind=channel_kind, handle=handle)
+        .first()
+    )
+    if identity is not None:
+        contact = identity.contact
+        while contact.merged_into_id is not None:
+            contact = Contact.objects.get(pk=contact.merged_into_id)
+        return contact
+    with transaction.atomic():
+        contact = Contact.objects.create(name=name[:200])
+        identity, created = ContactIdentity.objects.get_or_create(
+            channel_kind=channel_kind, handle=handle, defaults={"contact": contact}
+        )
+        if not created:
+            contact.delete()
+            return identity.contact
+    return contact
+
+
+def _existing(inbound: InboundMessage) -> Message | None:
+    if not inbound.provider_message_id:
+        return None
+    return Message.objects.filter(
+        inbox=inbound.inbox, provider_message_id=inbound.provider_message_id
+    ).first()
+
+
+def inbound_message_record(inbound: InboundMessage) -> InboundResult:
+    """Store a customer's message idempotently: the same provider id is stored once,
+    even when two workers race to store it."""
+    existing = _existing(inbound)
+    if existing is not None:
+        return InboundResult(existing, created=False)
+    try:
+        return _inbound_store(inbound)
+    except IntegrityError:
+        existing = _existing(inbound)
+        if existing is None:
+            raise
+        return InboundResult(existing, created=False)
+
+
+def _inbound_store(inbound: InboundMessage) -> InboundResult:
+    with transaction.atomic():
+        contact = contact_for_handle(
+            channel_kind=inbound.channel_kind, handle=inbound.handle, name=inbound.sender_name
+        )
+        conversation = None
+        if inbound.conversation_id is not None:
+            conversation = Conversation.objects.filter(
+                pk=inbound.conversation_id, inbox=inbound.inbox
+            ).first()
+        if conversation is None:
+            conversation = (
+                Conversation.objects.filter(inbox=inbound.inbox, contact=contact)
+                .exclude(status=Status.RESOLVED)
+                .order_by("-last_activity_at")
+                .first()
+            )
+        now = timezone.now()
+        if conversation is None:
+            conversation = Conversation.objects.create(
+                inbox=inbound.inbox, contact=contact, subject=inbound.subject[:300], last_activity_at=now
+            )
+            created_conversation = True
+        else:
+            created_conversation = False
+            # The customer's answer wakes a parked or resolved conversation.
+            Conversation.objects.filter(pk=conversation.pk).update(
+                last_activity_at=now, status=Status.OPEN, snoozed_until=None
+            )
+        message = Message.objects.create(
+            conversation=conversation,
+            inbox=inbound.inbox,
+            direction=Message.Direction.INBOUND,
+            sender_name=inbound.sender_name[:200],
+            text=inbound.text,
+            html=inbound.html,
+            provider_message_id=inbound.provider_message_id,
+            delivery_status=Message.DeliveryStatus.RECEIVED,
+        )
+        events.publish_after_commit(
+            inbox_id=inbound.inbox.pk,
+            event="conversation.created" if created_conversation else "message.created",
+            payload={"conversation_id": conversation.pk, "message_id": message.pk},
+        )
+    return InboundResult(message, created=True)

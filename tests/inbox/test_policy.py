@@ -1,0 +1,138 @@
+"""The policy decision point, directly: grants, expiry, revocation, deny by default."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.http import Http404
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from guardian.shortcuts import assign_perm, remove_perm
+
+from audit.models import AccessEvent
+from inbox import policy
+from inbox.models import ConversationUserObjectPermission, Inbox, InboxGroupObjectPermission
+from inbox.policy import Action
+from tests.inbox.conftest import Segments, ctx, grant_inbox
+
+pytestmark = pytest.mark.django_db
+
+
+def ids(qs: Any) -> set[int]:
+    return set(qs.values_list("pk", flat=True))
+
+
+def test_each_agent_sees_only_their_segment(segments: Segments) -> None:
+    assert ids(policy.visible_conversations(ctx(segments.support_agent))) == {
+        c.pk for c in segments.support_conversations
+    }
+    assert ids(policy.visible_conversations(ctx(segments.billing_agent))) == {
+        c.pk for c in segments.billing_conversations
+    }
+    assert ids(policy.visible_inboxes(ctx(segments.support_agent))) == {segments.support.pk}
+
+
+def test_no_grant_means_nothing(segments: Segments, make_user: Any) -> None:
+    outsider = make_user("Agent", is_superuser=True, is_staff=True)
+    assert not policy.visible_conversations(ctx(outsider)).exists()
+    with pytest.raises(Http404):
+        policy.access_conversation(ctx(outsider), segments.support_conversations[0].pk)
+
+
+def test_other_segment_is_404_and_view_only_is_403(segments: Segments) -> None:
+    billing_conversation = segments.billing_conversations[0]
+    with pytest.raises(Http404):
+        policy.access_conversation(ctx(segments.support_agent), billing_conversation.pk)
+    with pytest.raises(Http404):
+        policy.access_conversation(ctx(segments.support_agent), 10**12)
+    with pytest.raises(Http404):
+        policy.access_conversation(ctx(segments.support_agent), "not-a-number")
+    viewer_inbox = Inbox.objects.create(name="Read only", channel_kind="email")
+    grant_inbox(viewer_inbox, segments.support_agent, perms=("view_inbox",))
+    from tests.inbox.conftest import make_conversation
+
+    readable = make_conversation(viewer_inbox)
+    assert policy.access_conversation(ctx(segments.support_agent), readable.pk) == readable
+    with pytest.raises(policy.Denied):
+        policy.access_conversation(ctx(segments.support_agent), readable.pk, Action.REPLY)
+
+
+def test_conversation_grant_expires_without_a_job(segments: Segments) -> None:
+    agent, conversation = segments.support_agent, segments.billing_conversations[0]
+    grant = assign_perm("view_conversation", agent, conversation)
+    grant.expires_at = timezone.now() + timedelta(hours=1)
+    grant.reason = "escalation #42"
+    grant.save()
+    assert policy.access_conversation(ctx(agent), conversation.pk) == conversation
+    assert conversation.pk in ids(policy.visible_conversations(ctx(agent)))
+    ConversationUserObjectPermission.objects.filter(pk=grant.pk).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert conversation.pk not in ids(policy.visible_conversations(ctx(agent)))
+    with pytest.raises(Http404):
+        policy.access_conversation(ctx(agent), conversation.pk)
+
+
+def test_revoking_a_team_grant_takes_effect_at_once(segments: Segments) -> None:
+    agent = segments.support_agent
+    assert policy.visible_conversations(ctx(agent)).exists()
+    remove_perm("view_inbox", segments.support_team, segments.support)
+    assert not policy.visible_conversations(ctx(agent)).exists()
+
+
+def test_leaving_the_team_removes_access(segments: Segments) -> None:
+    segments.support_agent.groups.remove(segments.support_team)
+    assert not policy.visible_conversations(ctx(segments.support_agent)).exists()
+
+
+def test_locked_or_inactive_users_see_nothing(segments: Segments) -> None:
+    agent = segments.support_agent
+    agent.locked_at = timezone.now()
+    assert not policy.visible_conversations(ctx(agent)).exists()
+    agent.locked_at = None
+    agent.is_active = False
+    assert not policy.visible_conversations(ctx(agent)).exists()
+
+
+def test_deleting_an_inbox_removes_its_grants(segments: Segments) -> None:
+    doomed = Inbox.objects.create(name="Doomed", channel_kind="email")
+    grant_inbox(doomed, segments.support_team)
+    assert InboxGroupObjectPermission.objects.filter(content_object=doomed).count() == 3
+    doomed.delete()
+    assert not InboxGroupObjectPermission.objects.filter(content_object_id=doomed.pk).exists()
+
+
+def test_visible_list_is_one_query_with_no_id_list(segments: Segments) -> None:
+    with CaptureQueriesContext(connection) as queries:
+        rows = list(policy.visible_conversations(ctx(segments.support_agent)))
+    assert len(rows) == 3
+    assert len(queries) == 1
+    sql = queries[0]["sql"]
+    assert "ANY(ARRAY(SELECT" in sql  # subqueries, not ids fetched into Python
+
+
+def test_every_decision_is_recorded(segments: Segments) -> None:
+    from audit.services import access_events_batched
+
+    AccessEvent.objects.all().delete()
+    with access_events_batched():
+        policy.can(ctx(segments.support_agent), Action.VIEW, segments.support_conversations[0])
+        policy.can(ctx(segments.support_agent), Action.VIEW, segments.billing_conversations[0])
+        assert AccessEvent.objects.count() == 0  # buffered until the block ends
+    events = list(AccessEvent.objects.order_by("pk").values_list("object_id", "action", "allowed"))
+    assert events == [
+        (segments.support_conversations[0].pk, "view", True),
+        (segments.billing_conversations[0].pk, "view", False),
+    ]
+
+
+def test_billing_data_only_for_the_billing_role(segments: Segments) -> None:
+    contact = segments.billing_conversations[0].contact
+    assert policy.can_view_billing(ctx(segments.billing_agent), contact)
+    assert not policy.can_view_billing(ctx(segments.support_agent), contact)
+    # Even granted the billing inbox, a support-only agent gets no invoices.
+    grant_inbox(segments.billing, segments.support_agent)
+    assert not policy.can_view_billing(ctx(segments.support_agent), contact)
