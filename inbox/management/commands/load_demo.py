@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import secrets
 from base64 import b32encode
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,24 @@ from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import transaction
+from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
+from guardian.shortcuts import assign_perm
 
 from accounts import roles
 from accounts.models import User
+from inbox.models import (
+    CannedResponse,
+    ChannelKind,
+    ContactIdentity,
+    Conversation,
+    Inbox,
+    Invoice,
+    Label,
+    Module,
+    Team,
+)
+from inbox.services import InboundMessage, inbound_message_record
 
 DEMO_USERS: list[tuple[str, str, list[str], bool]] = [
     # username, full name, roles, staff (admin access)
@@ -24,6 +39,72 @@ DEMO_USERS: list[tuple[str, str, list[str], bool]] = [
     ("alice", "Alice Support", [roles.AGENT], False),
     ("bob", "Bob Sales", [roles.AGENT], False),
     ("carol", "Carol Billing", [roles.AGENT, roles.BILLING_AGENT], False),
+]
+
+AGENT_PERMS = ("view_inbox", "reply_inbox", "assign_inbox")
+SUPERVISOR_PERMS = (*AGENT_PERMS, "export_inbox", "manage_inbox")
+
+DEMO_INBOXES = [
+    ("Email support", ChannelKind.EMAIL, Module.SUPPORT),
+    ("Website chat", ChannelKind.LIVECHAT, Module.SUPPORT),
+    ("Sales WhatsApp", ChannelKind.WHATSAPP, Module.SALES),
+    ("Billing", ChannelKind.EMAIL, Module.BILLING),
+]
+ALL_INBOXES = [name for name, _, _ in DEMO_INBOXES]
+DEMO_TEAMS = [
+    ("Support team", ["Email support", "Website chat"], AGENT_PERMS),
+    ("Sales team", ["Sales WhatsApp"], AGENT_PERMS),
+    ("Billing team", ["Billing"], AGENT_PERMS),
+    ("Supervisors", ALL_INBOXES, SUPERVISOR_PERMS),
+]
+DEMO_TEAMS_OF = {
+    "supervisor": ["Supervisors"],
+    "alice": ["Support team"],
+    "bob": ["Sales team"],
+    "carol": ["Billing team"],
+}
+DEMO_LABELS = [("vip", "#b54708"), ("bug", "#b42318"), ("refund", "#1f5fbf")]
+DEMO_CONVERSATIONS = [
+    (
+        "Email support",
+        ChannelKind.EMAIL,
+        "jane@customer.example",
+        "Jane Doe",
+        "My printer stopped syncing. Since the update it shows error 0x45.",
+        "bug",
+    ),
+    (
+        "Email support",
+        ChannelKind.EMAIL,
+        "omar@customer.example",
+        "Omar Haddad",
+        "Password reset mail never arrives. I tried three times today.",
+        "",
+    ),
+    (
+        "Website chat",
+        ChannelKind.LIVECHAT,
+        "visitor-8f2c",
+        "Website visitor",
+        "Hi! Do you ship to Norway? Looking at the X200.",
+        "",
+    ),
+    (
+        "Sales WhatsApp",
+        ChannelKind.WHATSAPP,
+        "+4915550001",
+        "Lena Fischer",
+        "Can I get a quote for 40 seats? We are a school.",
+        "vip",
+    ),
+    (
+        "Billing",
+        ChannelKind.EMAIL,
+        "finance@acme.example",
+        "ACME Finance",
+        "Invoice INV-2026-0211 is overdue on our side. Can you resend it?",
+        "refund",
+    ),
 ]
 
 
@@ -34,6 +115,7 @@ class Command(BaseCommand):
         credentials_file = Path(settings.BASE_DIR) / "var" / "demo-credentials.txt"
         created: list[str] = []
         with transaction.atomic():
+            self._segments()
             for username, full_name, role_names, staff in DEMO_USERS:
                 if User.objects.filter(username=username).exists():
                     continue
@@ -47,7 +129,7 @@ class Command(BaseCommand):
                     email=f"{username}@demo.portcullis.test",
                     is_staff=staff,
                 )
-                user.groups.set(Group.objects.filter(name__in=role_names))
+                user.groups.set(Group.objects.filter(name__in=[*role_names, *DEMO_TEAMS_OF[username]]))
                 device = TOTPDevice.objects.create(user=user, name="authenticator", confirmed=True)
                 created.append(self._show(user, password, device))
         if created:
@@ -62,6 +144,54 @@ class Command(BaseCommand):
             )
         else:
             self.stdout.write(f"Demo organisation already loaded; sign-in details are in {credentials_file}.")
+
+    def _segments(self) -> None:
+        """Inboxes, teams and their grants, and a few conversations to look at."""
+        if Inbox.objects.exists():
+            return
+        inboxes = {
+            name: Inbox.objects.create(name=name, channel_kind=kind, module=module)
+            for name, kind, module in DEMO_INBOXES
+        }
+        for team_name, inbox_names, perms in DEMO_TEAMS:
+            team = Team.objects.create(name=team_name)
+            for inbox_name in inbox_names:
+                for perm in perms:
+                    assign_perm(perm, team, inboxes[inbox_name])
+        labels = {name: Label.objects.create(name=name, color=color) for name, color in DEMO_LABELS}
+        CannedResponse.objects.create(
+            shortcut="thanks", text="Thank you for reaching out! We are looking into it right away."
+        )
+        CannedResponse.objects.create(
+            shortcut="refund-window", text="Refunds are possible within 30 days of purchase."
+        )
+        now = timezone.now()
+        for minutes, (inbox_name, kind, handle, name, text, label) in enumerate(DEMO_CONVERSATIONS):
+            result = inbound_message_record(
+                InboundMessage(
+                    inbox=inboxes[inbox_name],
+                    channel_kind=kind,
+                    handle=handle,
+                    sender_name=name,
+                    text=text,
+                    subject=text.split(".")[0][:80],
+                )
+            )
+            conversation = result.message.conversation
+            Conversation.objects.filter(pk=conversation.pk).update(
+                last_activity_at=now - timedelta(minutes=7 * minutes)
+            )
+            if label:
+                conversation.labels.add(labels[label])
+        billing_contact = ContactIdentity.objects.get(handle="finance@acme.example").contact
+        for number, cents, status in (("INV-2026-0107", 129900, "paid"), ("INV-2026-0211", 45000, "overdue")):
+            Invoice.objects.create(
+                contact=billing_contact,
+                number=number,
+                amount_cents=cents,
+                status=status,
+                issued_at=now.date() - timedelta(days=40 if status == "paid" else 12),
+            )
 
     def _show(self, user: User, password: str, device: TOTPDevice) -> str:
         uri = device.config_url

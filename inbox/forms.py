@@ -1,0 +1,96 @@
+"""Forms of the agent pages: they parse and bound the input; services decide the rest."""
+
+from __future__ import annotations
+
+from django import forms
+from django.http import QueryDict
+
+from inbox import policy
+from inbox.models import Conversation, Inbox, Label
+from inbox.policy import AccessContext
+from inbox.selectors import MAX_SEARCH_LENGTH, ConversationFilters
+from inbox.services import MAX_TEXT_LENGTH
+
+# A primary key the database can hold: anything larger is malformed, not merely absent.
+MAX_ID = 2**63 - 1
+SCOPE_CHOICES = [("mine", "Mine"), ("unassigned", "Unassigned"), ("all", "All")]
+
+
+class ConversationFilterForm(forms.Form):
+    """The inbox list's query string. The inbox choice is limited to the caller's segment."""
+
+    inbox = forms.ModelChoiceField(queryset=Inbox.objects.none(), required=False, empty_label="All inboxes")
+    status = forms.MultipleChoiceField(
+        choices=Conversation.Status.choices,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+    )
+    scope = forms.ChoiceField(choices=SCOPE_CHOICES, required=False, widget=forms.HiddenInput)
+    label = forms.ModelChoiceField(queryset=Label.objects.all(), required=False, empty_label="Any label")
+    q = forms.CharField(
+        label="Search messages",
+        max_length=MAX_SEARCH_LENGTH,
+        required=False,
+        widget=forms.TextInput(attrs={"type": "search", "placeholder": "Words in the messages"}),
+    )
+    cursor = forms.CharField(max_length=200, required=False, widget=forms.HiddenInput)
+
+    def __init__(self, data: QueryDict, *, ctx: AccessContext) -> None:
+        if "status" not in data:
+            # Open is the default; ticking it shows the agent what the list holds.
+            data = data.copy()
+            data.setlist("status", [Conversation.Status.OPEN])
+        super().__init__(data)
+        inbox_field = self.fields["inbox"]
+        assert isinstance(inbox_field, forms.ModelChoiceField)  # noqa: S101  # declared above
+        inbox_field.queryset = policy.visible_inboxes(ctx)
+
+    def filters(self) -> ConversationFilters:
+        data = self.cleaned_data
+        inbox, label = data.get("inbox"), data.get("label")
+        return ConversationFilters(
+            inbox_id=inbox.pk if inbox else None,
+            statuses=tuple(data["status"]),
+            scope=data.get("scope") or "all",
+            label_id=label.pk if label else None,
+            search=data.get("q", ""),
+        )
+
+
+class ReplyForm(forms.Form):
+    reply = forms.CharField(
+        label="Reply",
+        max_length=MAX_TEXT_LENGTH,
+        widget=forms.Textarea(attrs={"rows": 5}),
+        help_text="Sent to the contact on this conversation's channel.",
+    )
+
+
+class NoteForm(forms.Form):
+    note = forms.CharField(
+        label="Internal note",
+        max_length=MAX_TEXT_LENGTH,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Only agents see notes; the contact never does.",
+    )
+
+
+class AssignForm(forms.Form):
+    # Empty means unassign. Whether the agent may receive it is the service's decision.
+    assignee = forms.IntegerField(min_value=1, max_value=MAX_ID, required=False, label="Assign to")
+
+
+class StatusForm(forms.Form):
+    status = forms.ChoiceField(choices=Conversation.Status.choices)
+    snoozed_until = forms.DateTimeField(
+        label="Snooze until",
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        help_text="Only for snoozing. Time in UTC.",
+    )
+
+
+class LabelsForm(forms.Form):
+    labels = forms.ModelMultipleChoiceField(
+        queryset=Label.objects.all(), required=False, widget=forms.CheckboxSelectMultiple
+    )
