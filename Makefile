@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# docs/demo (a stand-in customer website embedding the chat widget) is served here.
+DEMO_PORT ?= 8001
 
 # Tests need real services; these are the defaults on a developer machine.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/portcullis
@@ -28,14 +30,14 @@ run: export DEBUG ?= 1
 run: $(VENV)/.installed
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py load_demo
-	@if [ -n "$$REDIS_URL" ]; then \
+	@echo "Inbox: http://$(HOST):$(PORT)/  Demo website with the chat widget (another origin): http://127.0.0.1:$(DEMO_PORT)/"
+	@trap 'kill $$(jobs -p) 2>/dev/null' EXIT INT TERM; \
+	$(PY) -m http.server $(DEMO_PORT) --bind 127.0.0.1 --directory docs/demo >/dev/null 2>&1 & \
+	if [ -n "$$REDIS_URL" ]; then \
 		echo "Starting a Celery worker with beat (REDIS_URL is set)"; \
 		$(VENV)/bin/celery -A config worker --beat --loglevel=INFO --concurrency=2 & \
-		trap 'kill %1 2>/dev/null' EXIT INT TERM; \
-		$(VENV)/bin/uvicorn config.asgi:application --host $(HOST) --port $(PORT); \
-	else \
-		$(VENV)/bin/uvicorn config.asgi:application --host $(HOST) --port $(PORT); \
-	fi
+	fi; \
+	$(VENV)/bin/uvicorn config.asgi:application --host $(HOST) --port $(PORT)
 
 test: export DATABASE_URL ?= $(TEST_DATABASE_URL)
 test: export REDIS_URL ?= $(TEST_REDIS_URL)

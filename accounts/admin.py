@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.models import Group
@@ -10,8 +11,9 @@ from django.forms import ModelMultipleChoiceField
 from django.http import HttpRequest
 from django.utils import timezone
 
-from accounts import roles, services
-from accounts.models import User, UserSession
+from accounts import roles, services, tokens
+from accounts.live import sockets_recheck
+from accounts.models import ApiToken, User, UserSession
 
 
 def _is_administrator(user: Any) -> bool:
@@ -121,6 +123,75 @@ class UserSessionAdmin(admin.ModelAdmin[UserSession]):
 
     @admin.action(description="End selected sessions", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[UserSession]) -> None:
-        queryset.filter(ended_at__isnull=True).update(
-            ended_at=timezone.now(), end_reason=UserSession.EndReason.REVOKED
-        )
+        open_sessions = queryset.filter(ended_at__isnull=True)
+        user_ids = set(open_sessions.values_list("user_id", flat=True))
+        open_sessions.update(ended_at=timezone.now(), end_reason=UserSession.EndReason.REVOKED)
+        sockets_recheck(user_ids=user_ids)
+
+
+class ApiTokenForm(forms.ModelForm[ApiToken]):
+    class Meta:
+        model = ApiToken
+        fields = ["name", "user", "inboxes", "can_write", "expires_at"]
+
+    def clean_user(self) -> User:
+        user: User = self.cleaned_data["user"]
+        try:
+            tokens.owner_check(user)
+        except tokens.InvalidToken as error:
+            raise forms.ValidationError(str(error)) from None
+        return user
+
+    def clean_expires_at(self) -> Any:
+        expires_at = self.cleaned_data["expires_at"]
+        try:
+            tokens.expiry_check(expires_at)
+        except tokens.InvalidToken as error:
+            raise forms.ValidationError(str(error)) from None
+        return expires_at
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin[ApiToken]):
+    form = ApiTokenForm
+    list_display = ("name", "user", "inbox_names", "can_write", "expires_at", "last_used_at", "revoked_at")
+    list_filter = ("can_write", ("revoked_at", admin.EmptyFieldListFilter))
+    search_fields = ("name", "lookup_id", "user__username")
+    list_select_related = ("user",)
+    filter_horizontal = ("inboxes",)
+    actions = ("revoke",)
+    ISSUE_FIELDS = ("name", "user", "inboxes", "can_write", "expires_at")
+    RECORD_FIELDS = ("lookup_id", "created_at", "last_used_at", "revoked_at")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ApiToken]:
+        return super().get_queryset(request).prefetch_related("inboxes")
+
+    @admin.display(description="Inboxes")
+    def inbox_names(self, obj: ApiToken) -> str:
+        return ", ".join(inbox.name for inbox in obj.inboxes.all())
+
+    def get_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> tuple[str, ...]:
+        return self.ISSUE_FIELDS if obj is None else self.ISSUE_FIELDS + self.RECORD_FIELDS
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> tuple[str, ...]:
+        # A token's reach is fixed when it is issued: widening it later would hand a
+        # secret already out in the world more than it was issued for. Issue a new one.
+        return () if obj is None else self.ISSUE_FIELDS + self.RECORD_FIELDS
+
+    def has_delete_permission(self, request: HttpRequest, obj: ApiToken | None = None) -> bool:
+        # Revoked, never deleted: access events refer to the token by id.
+        return False
+
+    def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
+        if change:
+            return
+        plaintext = tokens.credential_assign(obj)
+        super().save_model(request, obj, form, change)
+        tokens.token_issued_record(token=obj, by=request.user, request=request)  # type: ignore[arg-type]
+        # The one and only time the secret is shown: only its hash is stored.
+        messages.warning(request, f"Copy this API token now, it will not be shown again: {plaintext}")
+
+    @admin.action(description="Revoke selected tokens", permissions=["change"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        count = tokens.tokens_revoke(tokens=queryset, by=request.user, request=request)  # type: ignore[arg-type]
+        messages.success(request, f"{count} token(s) revoked.")

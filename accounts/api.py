@@ -7,13 +7,21 @@ from typing import Any
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
+from accounts.models import ApiToken
 from accounts.selectors import is_verified
 
 
 class VerifiedAccess(BasePermission):
-    """Default for every endpoint: an OTP-verified browser session, nothing less."""
+    """Default for every endpoint: an OTP-verified browser session or a usable API token
+    of a service account, nothing less. The policy narrows a token further, to its
+    inboxes and to read or read/write."""
 
     message = "Second-factor verification required."
 
     def has_permission(self, request: Request, view: Any) -> bool:
+        token = request.auth
+        if isinstance(token, ApiToken):
+            # Set only by ApiTokenAuthentication, which verified it; checked again so a
+            # token can never stand in for a second factor by any other route.
+            return token.is_usable and request.user.pk == token.user_id and token.user.is_service_account
         return is_verified(request.user)

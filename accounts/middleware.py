@@ -20,7 +20,7 @@ ANONYMOUS_URL_NAMES = frozenset({"accounts:login", "health"})
 PRE_VERIFICATION_URL_NAMES = frozenset({"accounts:otp", "accounts:enroll", "accounts:logout"})
 # Paths that prove their caller by other means than a session (signed tokens,
 # signatures); each view behind them checks that proof itself.
-SELF_AUTHENTICATING_PREFIXES: tuple[str, ...] = ()
+SELF_AUTHENTICATING_PREFIXES: tuple[str, ...] = ("/hooks/", "/livechat/")
 API_PREFIX = "/api/"
 
 

@@ -19,6 +19,7 @@ from django_otp.models import Device
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from accounts.live import sockets_recheck
 from accounts.models import User, UserSession
 from audit.services import SESSION_ID_KEY, Kind, Severity, client_ip, security_event_record
 
@@ -70,14 +71,18 @@ def session_end(*, request: HttpRequest, reason: UserSession.EndReason) -> None:
         UserSession.objects.filter(pk=session_id, ended_at__isnull=True).update(
             ended_at=timezone.now(), end_reason=reason
         )
+    if request.user.is_authenticated:
+        sockets_recheck(user_ids=[request.user.pk])
     auth_logout(request)
 
 
 def sessions_end_all(*, user: User, reason: UserSession.EndReason) -> int:
-    """End every open session of a user; each is refused at its next request or frame."""
-    return UserSession.objects.filter(user=user, ended_at__isnull=True).update(
+    """End every open session of a user: refused at its next request; open sockets close now."""
+    count = UserSession.objects.filter(user=user, ended_at__isnull=True).update(
         ended_at=timezone.now(), end_reason=reason
     )
+    sockets_recheck(user_ids=[user.pk])
+    return count
 
 
 # --- Second factor ----------------------------------------------------------------------

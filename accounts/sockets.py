@@ -2,21 +2,91 @@
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
+from asgiref.sync import sync_to_async
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.middleware import BaseMiddleware
 from channels.security.websocket import WebsocketDenier
+from django.db import close_old_connections
 
 from accounts.models import User
 from accounts.services import session_lifetime_check, session_otp_device
 
+T = TypeVar("T")
 
-def _header(scope: dict[str, Any], name: bytes) -> str:
+
+def scope_header(scope: dict[str, Any], name: bytes) -> str:
     for key, value in scope.get("headers", []):
         if key == name:
             return bytes(value).decode("latin-1")
     return ""
+
+
+def scope_client_ip(scope: dict[str, Any]) -> str | None:
+    # The ASGI server's peer address: behind a proxy it is told which forwarded header to
+    # trust (uvicorn --forwarded-allow-ips), so a client cannot forge it.
+    client = scope.get("client")
+    return str(client[0]) if client else None
+
+
+def socket_db(function: Callable[..., T]) -> Callable[..., Awaitable[T]]:
+    """Run database work for a socket in the thread pool, not on the one shared thread
+    that thread-sensitive calls queue on: sockets must not wait behind each other.
+
+    Connections are recycled inside the call (each pool thread keeps its own, within
+    CONN_MAX_AGE), where the call's own connection is the one that is seen.
+    """
+
+    @functools.wraps(function)
+    def run(*args: Any, **kwargs: Any) -> T:
+        close_old_connections()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            close_old_connections()
+
+    return sync_to_async(run, thread_sensitive=False)
+
+
+class PooledDatabaseConsumer(AsyncWebsocketConsumer):
+    """A consumer whose database work all goes through `socket_db`.
+
+    Channels' base dispatch recycles database connections before every handler, on the one
+    shared thread: every frame and every group event of every socket in the process would
+    queue there. These consumers touch the database only inside `socket_db` (which recycles
+    its own thread's connection), so the hop is skipped.
+    """
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+
+class FrameBudget:
+    """A token bucket for one socket's inbound frames: bursts pass, a flood does not."""
+
+    def __init__(self, *, burst: int, per_second: float) -> None:
+        self.burst = burst
+        self.per_second = per_second
+        self.tokens = float(burst)
+        self.updated = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.per_second)
+        self.updated = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
 
 
 def socket_is_verified(scope: dict[str, Any]) -> bool:
@@ -34,7 +104,7 @@ def socket_is_verified(scope: dict[str, Any]) -> bool:
     if session_otp_device(session=session, user=user) is None:
         return False
     reason = session_lifetime_check(
-        session=session, user_id=user.pk, user_agent=_header(scope, b"user-agent")
+        session=session, user_id=user.pk, user_agent=scope_header(scope, b"user-agent")
     )
     return reason is None
 

@@ -28,6 +28,11 @@ class SecurityEvent(models.Model):
         LOGOUT_EVERYWHERE = "logout_everywhere", "Logged out everywhere"
         SESSION_ENDED = "session_ended", "Session ended by policy"
         PRIVILEGE_DENIED = "privilege_denied", "Privilege change refused"
+        API_TOKEN_ISSUED = "api_token_issued", "API token issued"
+        API_TOKEN_REVOKED = "api_token_revoked", "API token revoked"
+        API_TOKEN_REFUSED = "api_token_refused", "API token refused"
+        WEBHOOK_REFUSED = "webhook_refused", "Webhook refused: origin not proven"
+        WEBHOOK_UNVERIFIED = "webhook_unverified", "Webhook accepted unverified (monitor mode)"
 
     class Severity(models.TextChoices):
         INFO = "info", "Info"

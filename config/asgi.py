@@ -15,13 +15,18 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from accounts.sockets import VerifiedSocketMiddleware  # noqa: E402
-from config.routing import agent_websocket_urlpatterns  # noqa: E402
+from config.routing import SocketDoors, agent_websocket_urlpatterns, widget_websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(VerifiedSocketMiddleware(URLRouter(agent_websocket_urlpatterns)))
+        "websocket": SocketDoors(
+            # Visitors come from customers' sites: no cookies, no host check; the consumer
+            # checks the channel's Origin allowlist and the visitor's signed token.
+            widget=URLRouter(widget_websocket_urlpatterns),
+            agent=AllowedHostsOriginValidator(
+                AuthMiddlewareStack(VerifiedSocketMiddleware(URLRouter(agent_websocket_urlpatterns)))
+            ),
         ),
     }
 )

@@ -118,9 +118,29 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+# Under ASGI every request runs its sync code in a thread of its own, so a persistent
+# connection is never reused: each request would open one. DB_POOL_SIZE > 0 (PostgreSQL)
+# keeps a pool per process instead (psycopg_pool); connections then go back to it after
+# each request.
+DB_POOL_SIZE = int(os.environ.get("DB_POOL_SIZE", "0"))
+if DB_POOL_SIZE and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 1, "max_size": DB_POOL_SIZE}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+REDIS_CHANNEL_LAYERS = {
+    "core": "channels_redis.core.RedisChannelLayer",
+    "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
+}
+# Pub/sub, by the live chat benchmark (tests/benchmarks/livechat.py, docs/livechat.md): a
+# group send is one PUBLISH that each server receives once, where the core layer writes a
+# copy into every member's queue; and the core layer's per-channel capacity dropped events
+# once agents fell behind, while pub/sub lost none at lower latency. Its at-most-once
+# delivery costs nothing here: every event follows a committed row, which pages and the
+# widget's history read again on reconnect.
+REDIS_CHANNEL_LAYER_DEFAULT = "pubsub"
 
 if REDIS_URL:
     CACHES = {
@@ -130,9 +150,13 @@ if REDIS_URL:
             "KEY_PREFIX": "portcullis",
         }
     }
+    # REDIS_CHANNEL_LAYER picks the channels_redis backend; see tests/benchmarks/livechat.py
+    # and docs/livechat.md for the measurement behind the default.
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": REDIS_CHANNEL_LAYERS[
+                os.environ.get("REDIS_CHANNEL_LAYER", REDIS_CHANNEL_LAYER_DEFAULT)
+            ],
             "CONFIG": {"hosts": [REDIS_URL], "prefix": "portcullis"},
         }
     }
@@ -156,6 +180,17 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
+# One beat entry fans out to every enabled channel; each channel keeps its own interval.
+CELERY_BEAT_SCHEDULE = {
+    "email-poll-due": {
+        "task": "channels_app.email_poll_due",
+        "schedule": float(os.environ.get("EMAIL_POLL_TICK_SECONDS", "15")),
+    },
+    # Restarts Telegram pull-mode poll chains whose worker died; a live chain re-queues itself.
+    "telegram-poll-due": {"task": "channels_app.telegram_poll_due", "schedule": 15.0},
+    # Webhook deliveries whose processing task was lost (broker down after the commit).
+    "social-events-sweep": {"task": "channels_app.social_events_sweep", "schedule": 60.0},
+}
 
 # --- Authentication ---------------------------------------------------------------------
 
@@ -208,6 +243,9 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
 CSRF_USE_SESSIONS = False
+# Messages may carry a one-time secret (a new API token): keep them server-side, not in a
+# signed-but-readable cookie.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
@@ -252,20 +290,86 @@ FIELD_ENCRYPTION_KEYS = env_list("FIELD_ENCRYPTION_KEYS")
 if not FIELD_ENCRYPTION_KEYS and not DEBUG:
     raise ImproperlyConfigured("FIELD_ENCRYPTION_KEYS must be set when DEBUG is off.")
 
+# --- Channels ---------------------------------------------------------------------------
+
+# Networks a channel may connect to although they are loopback, private or link-local
+# (CIDRs). Empty in production: a supervisor cannot point a channel into the internal
+# network (SSRF). A laptop may fetch mail from a local server.
+CHANNEL_ALLOW_PRIVATE_HOSTS = env_list("CHANNEL_ALLOW_PRIVATE_HOSTS", "127.0.0.0/8,::1/128" if DEBUG else "")
+# Larger mail keeps only its header and stays on the server; larger attachments stay in
+# the raw message.
+EMAIL_MAX_MESSAGE_BYTES = int(os.environ.get("EMAIL_MAX_MESSAGE_BYTES", str(25 * 1024 * 1024)))
+EMAIL_MAX_ATTACHMENT_BYTES = int(os.environ.get("EMAIL_MAX_ATTACHMENT_BYTES", str(10 * 1024 * 1024)))
+# Messages one poll task imports before it queues a follow-up, so a backlog cannot hog a worker.
+EMAIL_POLL_MAX_MESSAGES = int(os.environ.get("EMAIL_POLL_MAX_MESSAGES", "2000"))
+# Webhook bodies above this are refused (413) before their signature is even computed.
+WEBHOOK_MAX_BODY_BYTES = int(os.environ.get("WEBHOOK_MAX_BODY_BYTES", str(1024 * 1024)))
+# Media fetched from a provider into an attachment; larger files stay with the provider.
+SOCIAL_MEDIA_MAX_BYTES = int(os.environ.get("SOCIAL_MEDIA_MAX_BYTES", str(16 * 1024 * 1024)))
+# Provider APIs; a channel may override its own (a proxy, or a test server).
+TELEGRAM_API_BASE_URL = os.environ.get("TELEGRAM_API_BASE_URL", "https://api.telegram.org")
+META_GRAPH_API_BASE_URL = os.environ.get("META_GRAPH_API_BASE_URL", "https://graph.facebook.com/v21.0")
+TWILIO_API_BASE_URL = os.environ.get("TWILIO_API_BASE_URL", "https://api.twilio.com")
+# getUpdates long-poll: how long one request waits for updates (each poll holds a worker slot).
+TELEGRAM_POLL_TIMEOUT_SECONDS = int(os.environ.get("TELEGRAM_POLL_TIMEOUT_SECONDS", "20"))
+# Retries of replies and of event processing wait up to this times 2^attempt (jittered).
+SOCIAL_RETRY_BACKOFF_SECONDS = float(os.environ.get("SOCIAL_RETRY_BACKOFF_SECONDS", "5"))
+
+# --- Live chat and the agents' sockets ---------------------------------------------------
+
+# A visitor token (kept by the widget) resumes the visitor's conversation for this long
+# after their last connection; each connection issues a fresh one.
+LIVECHAT_VISITOR_TOKEN_MAX_AGE = int(os.environ.get("LIVECHAT_VISITOR_TOKEN_HOURS", "24")) * 3600
+LIVECHAT_MAX_FRAME_BYTES = 16 * 1024
+LIVECHAT_MAX_TEXT_LENGTH = 4000
+# Fixed-window counters in the cache (Redis when configured), shared by every server.
+LIVECHAT_RATE_WINDOW_SECONDS = 10
+LIVECHAT_VISITOR_MESSAGES_PER_WINDOW = int(os.environ.get("LIVECHAT_VISITOR_MESSAGES_PER_WINDOW", "10"))
+# Offices and mobile carriers put many visitors behind one address: generous, but bounded.
+LIVECHAT_IP_MESSAGES_PER_WINDOW = int(os.environ.get("LIVECHAT_IP_MESSAGES_PER_WINDOW", "100"))
+LIVECHAT_IP_CONNECTS_PER_WINDOW = int(os.environ.get("LIVECHAT_IP_CONNECTS_PER_WINDOW", "50"))
+LIVECHAT_MAX_UPLOAD_BYTES = int(os.environ.get("LIVECHAT_MAX_UPLOAD_BYTES", str(5 * 1024 * 1024)))
+# Judged by the bytes, never by the name or the declared type.
+LIVECHAT_UPLOAD_TYPES = frozenset(
+    {"image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain"}
+)
+# Open sockets re-verify at once when access changes (signals) and at every known deadline
+# (grant expiry, session timeouts); this slower sweep catches changes made behind the
+# application's back, such as a grant edited in SQL.
+LIVE_ACCESS_RECHECK_SECONDS = float(os.environ.get("LIVE_ACCESS_RECHECK_SECONDS", "30"))
+# An agent's presence lapses this long after their page's last heartbeat.
+AGENT_PRESENCE_TTL_SECONDS = 60
+
 # --- API --------------------------------------------------------------------------------
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    # Token first: it answers 401 with a Bearer challenge to a request that proves nothing.
+    # The session authenticator enforces CSRF on unsafe methods.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
     # Deny by default: every endpoint opts in to what it allows.
     "DEFAULT_PERMISSION_CLASSES": ["accounts.api.VerifiedAccess"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # OPTIONS would describe endpoints without a handler of their own: refused instead.
+    "DEFAULT_METADATA_CLASS": None,
+    "EXCEPTION_HANDLER": "config.api.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Portcullis API",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema maps the API: only for a verified session or a usable token.
+    "SERVE_PERMISSIONS": ["accounts.api.VerifiedAccess"],
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "ENUM_NAME_OVERRIDES": {
+        "ConversationStatusEnum": "inbox.models.Conversation.Status",
+        "InvoiceStatusEnum": "inbox.models.Invoice.Status",
+    },
 }
 
 # --- Static files, i18n -----------------------------------------------------------------
@@ -289,6 +393,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    # httpx logs every request URL at INFO, and Telegram's URLs carry the bot token.
+    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
 }
 
 # --- Audit trail ------------------------------------------------------------------------

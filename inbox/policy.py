@@ -13,9 +13,11 @@ from __future__ import annotations
 import enum
 import functools
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.models import Permission
+from django.db import connection
 from django.db.models import Model, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Now
@@ -129,7 +131,10 @@ def _granted_ids(
     index. Expiry is compared with the database clock, so an expired grant is dead at once.
     """
     membership = User.groups.through._meta.db_table
-    live = "(expires_at IS NULL OR expires_at > CURRENT_TIMESTAMP)"
+    # PostgreSQL's CURRENT_TIMESTAMP is the transaction's start: a grant expiring during a
+    # long transaction would live on. The statement's own time does not.
+    clock = "statement_timestamp()" if connection.vendor == "postgresql" else "CURRENT_TIMESTAMP"
+    live = f"(expires_at IS NULL OR expires_at > {clock})"
     # Only table names are interpolated, never input.
     sql = (
         f"SELECT content_object_id FROM {user_model._meta.db_table} "  # noqa: S608
@@ -238,12 +243,67 @@ def users_with_inbox_grant(inbox: Inbox, action: Action = Action.VIEW) -> QueryS
     )
 
 
+@dataclass(frozen=True)
+class LiveScope:
+    """What a live socket may follow, and until when this answer can hold at the latest.
+
+    Sockets subscribe to the inboxes' event groups; events of individually granted
+    conversations come through their inbox's group and are let through by id only.
+    """
+
+    inbox_ids: frozenset[int]
+    # Conversations granted one by one, outside the inboxes above: id -> its inbox id.
+    conversation_inboxes: dict[int, int]
+    # The soonest moment a grant that counts here expires (None: none is time-bound).
+    expires_at: datetime | None
+
+    def allows(self, inbox_id: int | None, conversation_id: int | None) -> bool:
+        if inbox_id in self.inbox_ids:
+            return True
+        return conversation_id is not None and self.conversation_inboxes.get(conversation_id) == inbox_id
+
+
+def live_scope(ctx: AccessContext) -> LiveScope:
+    """The caller's live scope, in three queries. Sockets ask again whenever a grant,
+    team or account changes, and at `expires_at`."""
+    if not _user_usable(ctx):
+        return LiveScope(frozenset(), {}, None)
+    inbox_ids = frozenset(visible_inboxes(ctx).values_list("id", flat=True))
+    by_conversation = conversation_scope(ctx, Action.VIEW).by_conversation
+    conversation_inboxes: dict[int, int] = {}
+    if by_conversation is not None:
+        conversation_inboxes = dict(
+            Conversation.objects.filter(by_conversation).values_list("id", "inbox_id")
+        )
+    return LiveScope(inbox_ids, conversation_inboxes, _next_grant_expiry(ctx))
+
+
+def _next_grant_expiry(ctx: AccessContext) -> datetime | None:
+    teams = _teams_of(ctx)
+    pending = [
+        model.objects.filter(expires_at__gt=Now(), **holder).values_list("expires_at", flat=True)
+        for model, holder in (
+            (InboxUserObjectPermission, {"user_id": ctx.user.pk}),
+            (InboxGroupObjectPermission, {"group_id__in": teams}),
+            (ConversationUserObjectPermission, {"user_id": ctx.user.pk}),
+            (ConversationGroupObjectPermission, {"group_id__in": teams}),
+        )
+    ]
+    first, *rest = pending
+    soonest: datetime | None = first.union(*rest, all=True).order_by("expires_at").first()
+    return soonest
+
+
 # --- Decisions --------------------------------------------------------------------------
 
 
 def _decide(ctx: AccessContext, action: Action, obj: Model) -> bool:
     if isinstance(obj, Conversation):
-        return Conversation.objects.filter(conversation_filter(ctx, action), pk=obj.pk).exists()
+        conversations = Conversation.objects.filter(conversation_filter(ctx, action), pk=obj.pk)
+        if action is not Action.VIEW:
+            # Acting on what one may not see would be acting blind: every action needs view.
+            conversations = conversations.filter(conversation_filter(ctx, Action.VIEW))
+        return conversations.exists()
     if isinstance(obj, Inbox):
         if not _user_usable(ctx) or not _token_allows(ctx, action):
             return False
@@ -269,6 +329,21 @@ def can(ctx: AccessContext, action: Action, obj: Model) -> bool:
         allowed=allowed,
     )
     return allowed
+
+
+def record_listing(ctx: AccessContext, model: type[Model], count: int) -> None:
+    """Record that the caller was shown a page of `count` objects: browsing is an access
+    too, and rapid or wide browsing is what a data pull looks like."""
+    access_event_record(
+        user_id=ctx.user.pk,
+        session_id=ctx.session_id,
+        api_token_id=ctx.api_token.pk if ctx.api_token else None,
+        ip_address=ctx.ip_address,
+        object_type=model._meta.label_lower,
+        object_id=None,
+        action=f"list:{count}",
+        allowed=True,
+    )
 
 
 def can_view_billing(ctx: AccessContext, contact: Contact) -> bool:
@@ -335,12 +410,14 @@ __all__ = [
     "AccessContext",
     "Action",
     "Denied",
+    "LiveScope",
     "access_contact",
     "access_conversation",
     "access_inbox",
     "can",
     "can_view_billing",
     "conversation_filter",
+    "live_scope",
     "visible_contacts",
     "visible_conversations",
     "visible_inboxes",

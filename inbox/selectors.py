@@ -7,7 +7,7 @@ import binascii
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.contrib.postgres.search import SearchQuery, SearchVector
@@ -19,6 +19,7 @@ from inbox.models import CannedResponse, Conversation, Invoice, Message, Note
 from inbox.policy import AccessContext
 
 PAGE_SIZE = 50
+MAX_BIGINT = 2**63 - 1
 MAX_SEARCH_LENGTH = 200
 
 
@@ -48,10 +49,15 @@ class Cursor:
 
     @classmethod
     def decode(cls, value: str) -> Cursor:
+        """Parse a cursor that came back from a client: checked like any other input."""
         try:
             raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
             when, pk = json.loads(raw)
-            return cls(datetime.fromisoformat(when), int(pk))
+            moment, position = datetime.fromisoformat(when), int(pk)
+            # Naive or oddly-offset times and ids beyond bigint would reach the database.
+            if moment.tzinfo is None or not -MAX_BIGINT <= position <= MAX_BIGINT:
+                raise ValueError("out of range")
+            return cls(moment.astimezone(UTC), position)
         except (
             binascii.Error,
             ValueError,
@@ -119,6 +125,7 @@ def conversation_list(
         .annotate(last_message_text=Subquery(last_message.values("text")[:1]))
         .order_by("-last_activity_at", "-id")[: limit + 1]
     )
+    policy.record_listing(ctx, Conversation, min(len(rows), limit))
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]

@@ -162,6 +162,30 @@ def conversation_labels_set(*, ctx: AccessContext, conversation: Conversation, l
         )
 
 
+def conversation_read_mark(*, ctx: AccessContext, conversation: Conversation, up_to_message_id: int) -> int:
+    """An agent has seen the contact's messages up to this one; returns how many were new."""
+    if not policy.can(ctx, Action.VIEW, conversation):
+        raise policy.Denied("You may not see this conversation.")
+    with transaction.atomic():
+        count = Message.objects.filter(
+            conversation=conversation,
+            direction=Message.Direction.INBOUND,
+            delivery_status=Message.DeliveryStatus.RECEIVED,
+            pk__lte=up_to_message_id,
+        ).update(delivery_status=Message.DeliveryStatus.READ)
+        if count:
+            events.publish_after_commit(
+                inbox_id=conversation.inbox_id,
+                event="conversation.read",
+                payload={
+                    "conversation_id": conversation.pk,
+                    "message_id": up_to_message_id,
+                    "by": ctx.user.pk,
+                },
+            )
+    return count
+
+
 # --- Inbound (called by channel ingestion, which has validated its own channel) ---------
 
 
@@ -177,6 +201,11 @@ class InboundMessage:
     subject: str = ""
     # The conversation this continues, when the channel could tell (email threading).
     conversation_id: int | None = None
+    # Chat-like channels continue the contact's open conversation. Email threads by its
+    # headers: with no match found, a new email starts a new conversation.
+    continue_open_conversation: bool = True
+    # The contact of `handle`, when the channel has resolved it already (saves a query).
+    contact: Contact | None = None
 
 
 @dataclass(frozen=True)
@@ -233,7 +262,7 @@ def inbound_message_record(inbound: InboundMessage) -> InboundResult:
 
 def _inbound_store(inbound: InboundMessage) -> InboundResult:
     with transaction.atomic():
-        contact = contact_for_handle(
+        contact = inbound.contact or contact_for_handle(
             channel_kind=inbound.channel_kind, handle=inbound.handle, name=inbound.sender_name
         )
         conversation = None
@@ -241,7 +270,7 @@ def _inbound_store(inbound: InboundMessage) -> InboundResult:
             conversation = Conversation.objects.filter(
                 pk=inbound.conversation_id, inbox=inbound.inbox
             ).first()
-        if conversation is None:
+        if conversation is None and inbound.continue_open_conversation:
             conversation = (
                 Conversation.objects.filter(inbox=inbound.inbox, contact=contact)
                 .exclude(status=Status.RESOLVED)

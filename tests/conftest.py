@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable
 from typing import Any
 
 import pyotp
 import pytest
+from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import Group
 from django.test import Client
 from django.utils import timezone
@@ -33,11 +35,17 @@ def totp_of(device: TOTPDevice) -> pyotp.TOTP:
     return pyotp.TOTP(b32encode(device.bin_key).decode(), interval=device.step, digits=device.digits)
 
 
+@functools.cache
+def _password_hash() -> str:
+    # Hashed once: argon2 is slow on purpose, and hundreds of test users share one password.
+    return make_password(PASSWORD)
+
+
 @pytest.fixture
 def make_user(db: Any) -> Callable[..., User]:
     def make(*roles: str, username: str | None = None, enrolled: bool = True, **fields: Any) -> User:
-        user = User.objects.create_user(
-            username=username or f"user{next(_counter)}", password=PASSWORD, **fields
+        user = User.objects.create(
+            username=username or f"user{next(_counter)}", password=_password_hash(), **fields
         )
         for role in roles:
             user.groups.add(Group.objects.get(name=role))

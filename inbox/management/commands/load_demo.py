@@ -63,6 +63,9 @@ DEMO_TEAMS_OF = {
     "bob": ["Sales team"],
     "carol": ["Billing team"],
 }
+# docs/demo/index.html embeds the widget with this key; it is served from these origins.
+DEMO_WIDGET_KEY = "lc_demo-website-chat"
+DEMO_WIDGET_ORIGINS = ["http://127.0.0.1:8001", "http://localhost:8001"]
 DEMO_LABELS = [("vip", "#b54708"), ("bug", "#b42318"), ("refund", "#1f5fbf")]
 DEMO_CONVERSATIONS = [
     (
@@ -116,6 +119,7 @@ class Command(BaseCommand):
         created: list[str] = []
         with transaction.atomic():
             self._segments()
+            self._livechat()
             for username, full_name, role_names, staff in DEMO_USERS:
                 if User.objects.filter(username=username).exists():
                     continue
@@ -192,6 +196,20 @@ class Command(BaseCommand):
                 status=status,
                 issued_at=now.date() - timedelta(days=40 if status == "paid" else 12),
             )
+
+    def _livechat(self) -> None:
+        """The website chat's widget, for the demo page that `make run` serves on port 8001."""
+        from channels_app.models import LiveChatChannel
+
+        inbox = Inbox.objects.filter(name="Website chat", channel_kind=ChannelKind.LIVECHAT).first()
+        if inbox is None or LiveChatChannel.objects.filter(inbox=inbox).exists():
+            return
+        LiveChatChannel.objects.create(
+            inbox=inbox,
+            key=DEMO_WIDGET_KEY,
+            allowed_origins="\n".join(DEMO_WIDGET_ORIGINS),
+            welcome_text="Hi! This is the Portcullis demo chat. Ask us anything.",
+        )
 
     def _show(self, user: User, password: str, device: TOTPDevice) -> str:
         uri = device.config_url

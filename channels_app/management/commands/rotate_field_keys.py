@@ -1,0 +1,17 @@
+"""Re-encrypt stored channel secrets under the newest FIELD_ENCRYPTION_KEYS key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+from channels_app import services, social_services
+
+
+class Command(BaseCommand):
+    help = "Re-encrypt every stored secret with the first key of FIELD_ENCRYPTION_KEYS."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        count = services.channel_secrets_rotate() + social_services.social_channel_secrets_rotate()
+        self.stdout.write(f"{count} channel(s) re-encrypted under the newest key.")

@@ -1,0 +1,137 @@
+"""Reads for the email channel: which channels are due, how a message threads, whom to answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from channels_app.email_parse import subject_key
+from channels_app.models import EmailChannel, InboundEmail
+from inbox.models import ChannelKind, Contact, ContactIdentity, Conversation, Inbox, Message
+
+# Pseudo ids made from a content hash are ours, not Message-IDs: never put them in headers.
+PSEUDO_ID_PREFIX = "sha256:"
+MAX_REFERENCES_OUT = 20
+
+
+def email_channel_enabled(channel_id: int) -> EmailChannel | None:
+    """The channel, if it still exists, is enabled and still feeds an email inbox."""
+    return (
+        EmailChannel.objects.select_related("inbox")
+        .filter(pk=channel_id, enabled=True, inbox__channel_kind=ChannelKind.EMAIL)
+        .first()
+    )
+
+
+def email_channels_due(now: datetime) -> list[EmailChannel]:
+    """Enabled channels whose interval has passed since their last poll was queued."""
+    channels = EmailChannel.objects.filter(enabled=True, inbox__channel_kind=ChannelKind.EMAIL).only(
+        "pk", "poll_interval_seconds", "poll_enqueued_at"
+    )
+    return [
+        channel
+        for channel in channels
+        if channel.poll_enqueued_at is None
+        or channel.poll_enqueued_at + timedelta(seconds=channel.poll_interval_seconds) <= now
+    ]
+
+
+def inbound_email_known_keys(channel: EmailChannel, keys: list[str]) -> set[str]:
+    if not keys:
+        return set()
+    return set(
+        InboundEmail.objects.filter(channel=channel, dedup_key__in=keys).values_list("dedup_key", flat=True)
+    )
+
+
+def inbound_emails_unmarked(channel: EmailChannel, uidvalidity: int, limit: int) -> list[tuple[int, int]]:
+    """(row id, UID) of stored messages the mailbox has not been told about yet."""
+    rows = (
+        InboundEmail.objects.filter(
+            channel=channel, uidvalidity=uidvalidity, marked_on_server=False, uid__isnull=False
+        )
+        .exclude(status=InboundEmail.Status.PENDING)
+        .values_list("pk", "uid")[:limit]
+    )
+    return [(pk, uid) for pk, uid in rows if uid is not None]
+
+
+def email_contacts_known(addresses: list[str]) -> dict[str, Contact]:
+    """The contacts already holding these email addresses, by address."""
+    identities = ContactIdentity.objects.select_related("contact").filter(
+        channel_kind=ChannelKind.EMAIL, handle__in=addresses
+    )
+    return {identity.handle: identity.contact for identity in identities}
+
+
+def email_thread_conversation_id(
+    *, inbox: Inbox, references: list[str], contact: Contact, subject: str
+) -> int | None:
+    """The conversation an email continues: by its references first, else by subject, but
+    only among the same contact's open conversations (a shared subject proves nothing)."""
+    if references:
+        found = dict(
+            Message.objects.filter(inbox=inbox, provider_message_id__in=references).values_list(
+                "provider_message_id", "conversation_id"
+            )
+        )
+        for reference in references:
+            if reference in found:
+                return found[reference]
+    key = subject_key(subject)
+    if not key:
+        return None
+    candidates = (
+        Conversation.objects.filter(inbox=inbox, contact=contact)
+        .exclude(status=Conversation.Status.RESOLVED)
+        .order_by("-last_activity_at")
+        .values_list("pk", "subject")[:20]
+    )
+    return next((pk for pk, other in candidates if subject_key(other) == key), None)
+
+
+@dataclass(frozen=True)
+class ReplyContext:
+    recipient: str | None
+    in_reply_to: str | None
+    references: list[str]
+
+
+def email_reply_context(message: Message) -> ReplyContext:
+    """Whom an outbound message answers and the ids that thread it, from the messages before it."""
+    earlier = list(
+        Message.objects.filter(
+            conversation_id=message.conversation_id,
+            provider_message_id__isnull=False,
+            created_at__lte=message.created_at,
+        )
+        .exclude(pk=message.pk)
+        .exclude(provider_message_id__startswith=PSEUDO_ID_PREFIX)
+        .order_by("created_at", "id")
+        .values_list("provider_message_id", "direction")
+    )
+    ids = [provider_id for provider_id, _ in earlier if provider_id]
+    inbound = [provider_id for provider_id, direction in earlier if direction == Message.Direction.INBOUND]
+    references = ids if len(ids) <= MAX_REFERENCES_OUT else [ids[0], *ids[-(MAX_REFERENCES_OUT - 1) :]]
+    recipient = (
+        InboundEmail.objects.filter(
+            message__conversation_id=message.conversation_id, status=InboundEmail.Status.IMPORTED
+        )
+        .exclude(from_address="")
+        .order_by("-message__created_at", "-message_id")
+        .values_list("from_address", flat=True)
+        .first()
+    )
+    if recipient is None:
+        # A conversation that did not start by email still reaches the contact's address.
+        recipient = (
+            ContactIdentity.objects.filter(
+                contact__conversations__pk=message.conversation_id, channel_kind=ChannelKind.EMAIL
+            )
+            .order_by("-created_at")
+            .values_list("handle", flat=True)
+            .first()
+        )
+    return ReplyContext(
+        recipient=recipient, in_reply_to=inbound[-1] if inbound else None, references=references
+    )

@@ -1,0 +1,603 @@
+"""Email channel writes: poll a mailbox, import what it holds, send replies.
+
+Ingestion runs in three steps, each committed before the next, so a worker killed at any
+point loses nothing and duplicates nothing:
+
+1. store: the raw bytes of new messages, deduplicated by (channel, Message-ID or content
+   hash), and the channel's last UID, in one transaction per fetch;
+2. process: parse each stored message into a conversation message, or quarantine it;
+3. mark: only then tell the IMAP server (mark seen, or move).
+
+Every step picks up what an interrupted run left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import mailbox as mailbox_lib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import DatabaseError, DataError, IntegrityError, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+from django.utils.crypto import salted_hmac
+
+from channels_app import email_parse, selectors
+from channels_app.email_imap import HeaderInfo, Mailbox, MailboxError
+from channels_app.email_smtp import SendError, send
+from channels_app.models import EmailChannel, InboundEmail
+from inbox import events
+from inbox import policy as access_policy
+from inbox.models import Attachment, ChannelKind, Contact, Message
+from inbox.services import InboundMessage, contact_for_handle, inbound_message_record
+
+logger = logging.getLogger(__name__)
+
+FETCH_BATCH_SIZE = 100
+# A fetch (and a processing batch) holds at most this many bytes of mail in memory,
+# or one message when a single one is larger.
+BATCH_BYTES = 8 * 1024 * 1024
+# A message whose processing was started this often without finishing (a worker killed
+# by it, or errors that kept repeating) is quarantined instead of blocking the channel.
+MAX_PROCESS_ATTEMPTS = 5
+MARK_BATCH_SIZE = 500
+
+Status = InboundEmail.Status
+
+
+@dataclass
+class IngestResult:
+    stored: int = 0
+    duplicates: int = 0
+    imported: int = 0
+    quarantined: int = 0
+    # Stopped at the per-run limit with mail left: poll again.
+    more: bool = False
+    # Another worker was already working the channel; this run did nothing.
+    busy: bool = False
+
+
+# PostgreSQL advisory lock namespace of email channel work ("EM").
+LOCK_NAMESPACE = 0x454D
+_LOCK_TRY = "SELECT pg_try_advisory_lock(%s, %s)"
+_LOCK_WAIT = "SELECT true FROM pg_advisory_lock(%s, %s)"
+_UNLOCK = "SELECT pg_advisory_unlock(%s, %s)"
+
+
+@contextlib.contextmanager
+def _channel_lock(channel_id: int, *, wait: bool) -> Iterator[bool]:
+    """One worker at a time works a channel's mailbox and stored mail.
+
+    A session-level advisory lock: it dies with a killed worker's connection, so it can
+    never be left held. The constraints still make concurrent work safe; the lock keeps
+    two workers from fetching the same mail and from waiting on each other's rows.
+    """
+    if connection.vendor != "postgresql":
+        yield True
+        return
+    key = [LOCK_NAMESPACE, channel_id % 2**31]
+    with connection.cursor() as cursor:
+        cursor.execute(_LOCK_WAIT if wait else _LOCK_TRY, key)
+        row = cursor.fetchone()
+    acquired = bool(row and row[0])
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            # A lost connection has released the lock already.
+            with contextlib.suppress(DatabaseError), connection.cursor() as cursor:
+                cursor.execute(_UNLOCK, key)
+
+
+# --- Polling ----------------------------------------------------------------------------
+
+
+def email_channel_poll(*, channel_id: int, max_messages: int | None = None) -> IngestResult:
+    """Fetch and import new mail of an enabled channel. Raises MailboxError on failure."""
+    result = IngestResult()
+    channel = selectors.email_channel_enabled(channel_id)
+    if channel is None:
+        logger.info("email poll skipped: channel %s is gone or disabled", channel_id)
+        return result
+    limit = max_messages or settings.EMAIL_POLL_MAX_MESSAGES
+    with _channel_lock(channel.pk, wait=False) as acquired:
+        if not acquired:
+            result.busy = True
+            return result
+        _poll(channel, limit, result)
+    return result
+
+
+def _poll(channel: EmailChannel, limit: int, result: IngestResult) -> None:
+    try:
+        with Mailbox(channel) as mailbox:
+            _uidvalidity_check(channel, mailbox.uidvalidity)
+            # Whatever an interrupted run left half done, first.
+            _process_pending(channel, result)
+            _mark_done(channel, mailbox, [])
+            uids, result.more = mailbox.uids_after(channel.last_uid, limit)
+            for start in range(0, len(uids), FETCH_BATCH_SIZE):
+                known_uids = _fetch_batch(channel, mailbox, uids[start : start + FETCH_BATCH_SIZE], result)
+                _process_pending(channel, result)
+                _mark_done(channel, mailbox, known_uids)
+    except MailboxError as exc:
+        EmailChannel.objects.filter(pk=channel.pk).update(last_error=str(exc)[:500])
+        raise
+    EmailChannel.objects.filter(pk=channel.pk).update(last_polled_at=timezone.now(), last_error="")
+
+
+def email_polls_claim_due() -> list[int]:
+    """The channels to poll now, each claimed so a second beat tick does not queue it twice."""
+    now = timezone.now()
+    claimed: list[int] = []
+    for channel in selectors.email_channels_due(now):
+        if EmailChannel.objects.filter(pk=channel.pk, poll_enqueued_at=channel.poll_enqueued_at).update(
+            poll_enqueued_at=now
+        ):
+            claimed.append(channel.pk)
+    return claimed
+
+
+def _uidvalidity_check(channel: EmailChannel, uidvalidity: int) -> None:
+    if channel.uidvalidity == uidvalidity:
+        return
+    if channel.uidvalidity is not None:
+        # Every UID seen so far now means nothing: start over from UID 1. The resync
+        # re-reads only Message-IDs for mail already stored, so nothing is imported twice.
+        logger.warning(
+            "email channel %s: UIDVALIDITY changed from %s to %s; resyncing",
+            channel.pk,
+            channel.uidvalidity,
+            uidvalidity,
+        )
+    with transaction.atomic():
+        InboundEmail.objects.filter(channel=channel, marked_on_server=False).exclude(
+            uidvalidity=uidvalidity
+        ).update(marked_on_server=True)
+        EmailChannel.objects.filter(pk=channel.pk).update(uidvalidity=uidvalidity, last_uid=0)
+    channel.uidvalidity, channel.last_uid = uidvalidity, 0
+
+
+def _size_groups(infos: list[HeaderInfo]) -> Iterator[list[HeaderInfo]]:
+    group: list[HeaderInfo] = []
+    total = 0
+    for info in infos:
+        if group and total + info.size > BATCH_BYTES:
+            yield group
+            group, total = [], 0
+        group.append(info)
+        total += info.size
+    if group:
+        yield group
+
+
+def _fetch_batch(channel: EmailChannel, mailbox: Mailbox, uids: list[int], result: IngestResult) -> list[int]:
+    """Store the raw bytes of the batch's new messages; return the UIDs already stored."""
+    infos = mailbox.headers(uids)
+    message_ids = {info.uid: _header_message_id(info.header) for info in infos}
+    known = selectors.inbound_email_known_keys(
+        channel, [f"mid:{mid}" for mid in message_ids.values() if mid is not None]
+    )
+    known_uids = [info.uid for info in infos if f"mid:{message_ids[info.uid]}" in known]
+    result.duplicates += len(known_uids)
+    wanted = [info for info in infos if info.uid not in known_uids]
+    oversize = [info for info in wanted if info.size > settings.EMAIL_MAX_MESSAGE_BYTES]
+    for group in _size_groups([info for info in wanted if info not in oversize]):
+        bodies = mailbox.bodies([info.uid for info in group])
+        rows = [
+            _raw_row(channel, mailbox.uidvalidity, info.uid, bodies[info.uid], message_ids[info.uid])
+            for info in group
+            if info.uid in bodies
+        ]
+        known_uids += _raw_store(channel, rows, result)
+    for info in oversize:
+        header = mailbox.bodies([info.uid], header_only=True).get(info.uid, b"")
+        row = _raw_row(channel, mailbox.uidvalidity, info.uid, header, message_ids[info.uid])
+        row.size, row.truncated, row.status = info.size, True, Status.QUARANTINED
+        row.reason = (
+            f"The message is {info.size} bytes, over the {settings.EMAIL_MAX_MESSAGE_BYTES}-byte limit: "
+            "only its header was stored; it stays on the mail server."
+        )
+        known_uids += _raw_store(channel, [row], result)
+    # The position advances with the batch, so a crash repeats at most this batch, and the
+    # repeat finds its messages already stored.
+    EmailChannel.objects.filter(
+        pk=channel.pk, uidvalidity=mailbox.uidvalidity, last_uid__lt=max(uids)
+    ).update(last_uid=max(uids))
+    channel.last_uid = max(channel.last_uid, max(uids))
+    return known_uids
+
+
+def _header_message_id(header: bytes) -> str | None:
+    try:
+        return email_parse.header_message_id(header)
+    except Exception:  # hostile headers: the full parse decides later
+        return None
+
+
+def _raw_row(
+    channel: EmailChannel, uidvalidity: int | None, uid: int | None, raw: bytes, message_id: str | None
+) -> InboundEmail:
+    return InboundEmail(
+        channel=channel,
+        dedup_key=email_parse.dedup_key(message_id, raw),
+        uidvalidity=uidvalidity,
+        uid=uid,
+        raw=raw,
+        size=len(raw),
+    )
+
+
+def _raw_store(channel: EmailChannel, rows: list[InboundEmail], result: IngestResult) -> list[int]:
+    """Insert the rows whose key is new; return the UIDs of the others, already stored.
+
+    A concurrent poll inserting the same key makes one insert a no-op (ON CONFLICT DO
+    NOTHING), never a second row.
+    """
+    known = selectors.inbound_email_known_keys(channel, [row.dedup_key for row in rows])
+    new: dict[str, InboundEmail] = {}
+    duplicate_uids: list[int] = []
+    for row in rows:
+        if row.dedup_key in known or row.dedup_key in new:
+            if row.uid is not None:
+                duplicate_uids.append(row.uid)
+        else:
+            new[row.dedup_key] = row
+    InboundEmail.objects.bulk_create(new.values(), ignore_conflicts=True)
+    result.stored += len(new)
+    result.duplicates += len(rows) - len(new)
+    return duplicate_uids
+
+
+def _mark_done(channel: EmailChannel, mailbox: Mailbox, known_uids: list[int]) -> None:
+    """Tell the server about messages whose import is committed, and only those."""
+    if known_uids:
+        mailbox.mark_done(known_uids)
+    while rows := selectors.inbound_emails_unmarked(channel, mailbox.uidvalidity, MARK_BATCH_SIZE):
+        mailbox.mark_done([uid for _, uid in rows])
+        InboundEmail.objects.filter(pk__in=[pk for pk, _ in rows]).update(marked_on_server=True)
+
+
+# --- Processing stored mail -------------------------------------------------------------
+
+
+def _claim_pending(channel: EmailChannel) -> list[int] | None:
+    """Count an attempt on the next pending rows, committed before any of them is parsed.
+
+    None when nothing is pending; an empty list when the rows looked at were all given up.
+    """
+    with transaction.atomic():
+        candidates = list(
+            InboundEmail.objects.select_for_update(skip_locked=True)
+            .filter(channel=channel, status=Status.PENDING)
+            .order_by("id")
+            .values_list("pk", "size", "attempts")[:FETCH_BATCH_SIZE]
+        )
+        if not candidates:
+            return None
+        claimed: list[int] = []
+        exhausted: list[int] = []
+        total = 0
+        for pk, size, attempts in candidates:
+            if claimed and total + size > BATCH_BYTES:
+                break
+            (exhausted if attempts >= MAX_PROCESS_ATTEMPTS else claimed).append(pk)
+            total += size
+        InboundEmail.objects.filter(pk__in=exhausted).update(
+            status=Status.QUARANTINED,
+            processed_at=timezone.now(),
+            reason=f"Processing was started {MAX_PROCESS_ATTEMPTS} times without finishing.",
+        )
+        InboundEmail.objects.filter(pk__in=claimed).update(attempts=F("attempts") + 1)
+    return claimed
+
+
+def _process_pending(channel: EmailChannel, result: IngestResult) -> None:
+    while (claimed := _claim_pending(channel)) is not None:
+        if not claimed:
+            continue
+        rows = list(InboundEmail.objects.filter(pk__in=claimed, status=Status.PENDING).order_by("id"))
+        parsed = {row.pk: _parse(row) for row in rows}
+        senders: dict[str, str] = {}
+        for email in parsed.values():
+            if email is not None:
+                senders.setdefault(email.from_address, email.from_name)
+        contacts = _contacts_resolve(senders)
+        with transaction.atomic():
+            # Rows a concurrent run got to first are left to it.
+            mine = set(
+                InboundEmail.objects.select_for_update(skip_locked=True)
+                .filter(pk__in=[row.pk for row in rows], status=Status.PENDING)
+                .values_list("pk", flat=True)
+            )
+            done = [row for row in rows if row.pk in mine]
+            for row in done:
+                email = parsed[row.pk]
+                if email is not None:
+                    _import(channel, row, email, contacts[email.from_address])
+                if row.status == Status.IMPORTED:
+                    result.imported += 1
+                else:
+                    result.quarantined += 1
+            InboundEmail.objects.bulk_update(
+                done, ["status", "reason", "message", "from_address", "subject", "processed_at"]
+            )
+
+
+def _contacts_resolve(senders: dict[str, str]) -> dict[str, Contact]:
+    """The contact of each sender address, created where missing.
+
+    Contacts are shared by all inboxes. They are settled before the batch, in a short
+    transaction of their own that takes the rows in address order, so a batch never waits
+    on a contact another channel's batch is creating (no deadlock between channels).
+    """
+    contacts = selectors.email_contacts_known(list(senders))
+    with transaction.atomic():
+        for address in sorted(senders):
+            known = contacts.get(address)
+            if known is None or known.merged_into_id is not None:
+                contacts[address] = contact_for_handle(
+                    channel_kind=ChannelKind.EMAIL, handle=address, name=senders[address]
+                )
+    return contacts
+
+
+def _parse(row: InboundEmail) -> email_parse.ParsedEmail | None:
+    """The parsed message, or None with the row quarantined and the reason on it."""
+    row.processed_at = timezone.now()
+    try:
+        parsed = email_parse.parse(bytes(row.raw), max_attachment_bytes=settings.EMAIL_MAX_ATTACHMENT_BYTES)
+    except email_parse.Unparseable as exc:
+        row.status, row.reason = Status.QUARANTINED, str(exc)
+        return None
+    except Exception as exc:  # a parser bug on hostile input must not stop the channel
+        logger.exception("email %s: the parser failed", row.pk)
+        row.status, row.reason = Status.QUARANTINED, f"The parser failed: {type(exc).__name__}."
+        return None
+    row.from_address, row.subject = parsed.from_address, parsed.subject
+    return parsed
+
+
+def _import(
+    channel: EmailChannel, row: InboundEmail, parsed: email_parse.ParsedEmail, contact: Contact
+) -> None:
+    """Turn a parsed message into a conversation message, or quarantine it with the reason.
+
+    Only problems of the message itself quarantine it. A database that is down raises,
+    and the whole batch is retried later.
+    """
+    try:
+        with transaction.atomic():
+            row.message = _message_store(channel, parsed, bytes(row.raw), contact)
+    except (DataError, IntegrityError) as exc:
+        logger.warning("email %s refused by the database: %s", row.pk, type(exc).__name__)
+        row.status, row.reason = (
+            Status.QUARANTINED,
+            f"The database refused the message ({type(exc).__name__}).",
+        )
+        return
+    row.status, row.reason = Status.IMPORTED, "\n".join(parsed.notes)
+
+
+def _message_store(
+    channel: EmailChannel, parsed: email_parse.ParsedEmail, raw: bytes, contact: Contact
+) -> Message:
+    inbox = channel.inbox
+    conversation_id = selectors.email_thread_conversation_id(
+        inbox=inbox, references=parsed.references, contact=contact, subject=parsed.subject
+    )
+    recorded = inbound_message_record(
+        InboundMessage(
+            inbox=inbox,
+            channel_kind=ChannelKind.EMAIL,
+            handle=parsed.from_address,
+            sender_name=parsed.from_name or parsed.from_address,
+            text=parsed.text,
+            html=parsed.html,
+            provider_message_id=email_parse.provider_message_id(parsed.message_id, raw),
+            subject=parsed.subject,
+            conversation_id=conversation_id,
+            continue_open_conversation=False,
+            contact=contact,
+        )
+    )
+    if recorded.created and parsed.attachments:
+        _attachments_store(recorded.message, parsed.attachments)
+    return recorded.message
+
+
+def _attachments_store(message: Message, attachments: list[email_parse.ParsedAttachment]) -> None:
+    rows = []
+    for attachment in attachments:
+        digest = hashlib.sha256(attachment.content).hexdigest()
+        content_type, extension = email_parse.sniff(attachment.content)
+        # Named by content, never by the sender: no path tricks, and a file written by a
+        # transaction that rolled back is simply reused by the retry.
+        name = f"attachments/{digest[:2]}/{digest}.{extension}"
+        if not default_storage.exists(name):
+            name = default_storage.save(name, ContentFile(attachment.content))
+        rows.append(
+            Attachment(
+                message=message,
+                file=name,
+                filename=attachment.filename,
+                content_type=content_type,
+                size=len(attachment.content),
+                sha256=digest,
+            )
+        )
+    Attachment.objects.bulk_create(rows)
+
+
+def inbound_emails_retry(*, ids: list[int]) -> IngestResult:
+    """Process quarantined messages again (after a fix, or a parser upgrade).
+
+    A message stored without its body (over the size limit) stays quarantined: its bytes
+    were never fetched.
+    """
+    result = IngestResult()
+    retried = InboundEmail.objects.filter(pk__in=ids, status=Status.QUARANTINED, truncated=False)
+    channel_ids = set(retried.values_list("channel_id", flat=True))
+    retried.update(status=Status.PENDING, attempts=0)
+    for channel in EmailChannel.objects.select_related("inbox").filter(pk__in=channel_ids):
+        with _channel_lock(channel.pk, wait=False) as acquired:
+            # A running poll processes them itself; otherwise the next poll will.
+            if acquired:
+                _process_pending(channel, result)
+    return result
+
+
+def email_file_import(*, channel: EmailChannel, path: Path) -> IngestResult:
+    """Import an mbox file or a maildir directory into the channel's inbox, idempotently."""
+    result = IngestResult()
+    box: mailbox_lib.Mailbox[Any] = (
+        mailbox_lib.Maildir(path, factory=None, create=False)
+        if path.is_dir()
+        else mailbox_lib.mbox(path, factory=None, create=False)
+    )
+    with _channel_lock(channel.pk, wait=True):
+        _file_import(channel, box, result)
+    return result
+
+
+def _file_import(channel: EmailChannel, box: mailbox_lib.Mailbox[Any], result: IngestResult) -> None:
+    rows: list[InboundEmail] = []
+    for key in box.iterkeys():
+        raw = box.get_bytes(key)
+        rows.append(_raw_row(channel, None, None, raw, _header_message_id(raw)))
+        if len(rows) >= FETCH_BATCH_SIZE or sum(row.size for row in rows) > BATCH_BYTES:
+            _raw_store(channel, rows, result)
+            _process_pending(channel, result)
+            rows = []
+    _raw_store(channel, rows, result)
+    _process_pending(channel, result)
+
+
+# --- Sending replies --------------------------------------------------------------------
+
+
+def email_message_id(message: Message, domain: str) -> str:
+    """Our Message-ID for an outbound message: stable across retries, and unguessable, so
+    nobody can thread their mail into a conversation by guessing our ids."""
+    token = salted_hmac("channels_app.email.message-id", str(message.pk)).hexdigest()[:24]
+    return f"portcullis.{message.pk}.{token}@{domain}"
+
+
+def _reply_subject(subject: str) -> str:
+    subject = " ".join(subject.split()) or "Your message"
+    return subject if subject.lower().startswith("re:") else f"Re: {subject}"
+
+
+def _reply_build(message: Message, channel: EmailChannel, context: selectors.ReplyContext) -> EmailMessage:
+    local, _, domain = channel.email_address.rpartition("@")
+    email = EmailMessage(policy=policy.SMTP)
+    email["From"] = Address(display_name=" ".join(message.inbox.name.split()), username=local, domain=domain)
+    email["To"] = context.recipient
+    email["Subject"] = _reply_subject(message.conversation.subject)
+    email["Date"] = format_datetime(message.created_at)
+    email["Message-ID"] = f"<{email_message_id(message, domain)}>"
+    if context.in_reply_to:
+        email["In-Reply-To"] = f"<{context.in_reply_to}>"
+    if context.references:
+        email["References"] = " ".join(f"<{reference}>" for reference in context.references)
+    email.set_content(message.text)
+    return email
+
+
+def _reply_refusal(message: Message, channel: EmailChannel | None) -> str | None:
+    """Why this reply must not go out, re-checked when it is sent (not only when written)."""
+    if channel is None or not channel.enabled:
+        return "The inbox's email channel is missing or disabled."
+    author = message.sender_user
+    if author is None or not access_policy.can(
+        access_policy.AccessContext.for_task(author), access_policy.Action.REPLY, message.conversation
+    ):
+        return "The author may no longer reply in this conversation."
+    return None
+
+
+def _delivery_set(message: Message, status: str, detail: str, provider_id: str | None = None) -> None:
+    fields: dict[str, object] = {"delivery_status": status, "delivery_detail": detail[:500]}
+    if provider_id is not None:
+        fields["provider_message_id"] = provider_id
+    Message.objects.filter(pk=message.pk).update(**fields)
+    events.publish_after_commit(
+        inbox_id=message.inbox_id,
+        event="message.delivery",
+        payload={"conversation_id": message.conversation_id, "message_id": message.pk, "status": status},
+    )
+
+
+def email_reply_send(*, message_id: int) -> None:
+    """Send a queued email reply, once: the row stays locked while it is sent, so a second
+    run of the task waits, then finds it sent. Raises SendError when worth retrying."""
+    with transaction.atomic():
+        message = (
+            Message.objects.select_for_update(of=("self",))
+            .select_related("inbox", "conversation", "sender_user")
+            .filter(pk=message_id, direction=Message.Direction.OUTBOUND)
+            .first()
+        )
+        if message is None or message.delivery_status != Message.DeliveryStatus.QUEUED:
+            return
+        if message.inbox.channel_kind != ChannelKind.EMAIL:
+            # Not ours to send, nor to mark failed: its own channel delivers it.
+            logger.warning("email send refused: message %s is not in an email inbox", message_id)
+            return
+        channel = EmailChannel.objects.filter(inbox_id=message.inbox_id).first()
+        refusal = _reply_refusal(message, channel)
+        if refusal is not None or channel is None:
+            _delivery_set(message, Message.DeliveryStatus.FAILED, refusal or "")
+            return
+        context = selectors.email_reply_context(message)
+        if context.recipient is None:
+            _delivery_set(message, Message.DeliveryStatus.FAILED, "The contact has no email address.")
+            return
+        email = _reply_build(message, channel, context)
+        try:
+            send(channel, email, context.recipient)
+        except SendError as exc:
+            if exc.transient:
+                raise
+            _delivery_set(message, Message.DeliveryStatus.FAILED, str(exc))
+            return
+        _delivery_set(message, Message.DeliveryStatus.SENT, "", str(email["Message-ID"]).strip("<>"))
+
+
+def email_reply_give_up(*, message_id: int, reason: str) -> None:
+    """Retries are exhausted: the reply is failed, with the last reason, if still queued."""
+    with transaction.atomic():
+        message = (
+            Message.objects.select_for_update()
+            .filter(pk=message_id, delivery_status=Message.DeliveryStatus.QUEUED)
+            .first()
+        )
+        if message is not None:
+            _delivery_set(message, Message.DeliveryStatus.FAILED, f"Gave up after retries: {reason}")
+
+
+# --- Secrets ----------------------------------------------------------------------------
+
+
+def channel_secrets_rotate() -> int:
+    """Re-encrypt every stored secret under the newest key; returns the channels rewritten.
+
+    Reading decrypts with any configured key, saving encrypts with the first.
+    """
+    with transaction.atomic():
+        channels = list(EmailChannel.objects.select_for_update())
+        for channel in channels:
+            channel.save(update_fields=["imap_password", "smtp_password"])
+    return len(channels)

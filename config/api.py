@@ -1,0 +1,49 @@
+"""The API's one exception handler: domain errors become consistent JSON answers.
+
+Every error body has a `detail` string; a validation error also keeps its per-field
+`errors`. Loaders' Http404 is already a JSON 404 through DRF's own handler.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from inbox import policy
+from inbox.selectors import InvalidFilter
+from inbox.services import InvalidRequest
+
+
+class BadRequest(exceptions.APIException):
+    status_code = 400
+    default_detail = "The request is not valid."
+    default_code = "invalid"
+
+
+def _first_message(errors: Any, path: str = "") -> str:
+    """The first message of a (nested) validation error, with the field it is about."""
+    if isinstance(errors, dict):
+        for key, value in errors.items():
+            field = str(key) if key != "non_field_errors" else ""
+            return _first_message(value, f"{path}.{field}" if path and field else path or field)
+    if isinstance(errors, list) and errors:
+        return _first_message(errors[0], path)
+    return f"{path}: {errors}" if path else str(errors)
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    errors = None
+    if isinstance(exc, InvalidRequest | InvalidFilter):
+        exc = BadRequest(str(exc))
+    elif isinstance(exc, policy.Denied):
+        exc = exceptions.PermissionDenied(str(exc))
+    elif isinstance(exc, exceptions.ValidationError):
+        errors = exc.detail
+        exc = BadRequest(_first_message(exc.detail))
+    response = drf_exception_handler(exc, context)
+    if response is not None and errors is not None:
+        response.data["errors"] = errors
+    return response

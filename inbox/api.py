@@ -1,0 +1,384 @@
+"""The REST API under /api/v1/: thin views over the policy, selectors and services.
+
+Every object is loaded through an `inbox.policy` loader (404 outside the caller's segment,
+403 when visible but the action is not allowed); lists come from the policy's visible sets.
+No view loosens the default permission (a verified session or a usable API token).
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from django.db.models import prefetch_related_objects
+from django.http import HttpRequest
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.utils.urls import replace_query_param
+from rest_framework.views import APIView
+
+from accounts.models import User
+from inbox import policy, selectors, services
+from inbox.models import (
+    Attachment,
+    Contact,
+    ContactIdentity,
+    Conversation,
+    Inbox,
+    Invoice,
+    Label,
+    Message,
+    Note,
+)
+from inbox.policy import AccessContext, Action
+from inbox.selectors import ConversationFilters, Cursor, InvalidFilter
+
+MAX_ID = 2**63 - 1  # PostgreSQL bigint: a larger id is refused before it reaches the database
+MAX_PAGE_SIZE = 100
+
+
+def _context(request: Request) -> AccessContext:
+    # DRF's Request proxies the Django request and carries the authenticated user and,
+    # for a token client, the ApiToken as request.auth, which the policy narrows to.
+    return AccessContext.from_request(cast(HttpRequest, request))
+
+
+# --- Serializers (output) ---------------------------------------------------------------
+
+
+class ErrorSerializer(serializers.Serializer[Any]):
+    detail = serializers.CharField()
+
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        # Added here, not declared: `errors` is also the name of a Serializer attribute.
+        fields = super().get_fields()
+        fields["errors"] = serializers.DictField(
+            required=False, help_text="Per-field messages of a validation error."
+        )
+        return fields
+
+
+class InboxSerializer(serializers.ModelSerializer[Inbox]):
+    class Meta:
+        model = Inbox
+        fields = ["id", "name", "channel_kind", "module"]
+        read_only_fields = fields
+
+
+class UserSummarySerializer(serializers.ModelSerializer[User]):
+    class Meta:
+        model = User
+        fields = ["id", "username"]
+        read_only_fields = fields
+
+
+class ContactSummarySerializer(serializers.ModelSerializer[Contact]):
+    class Meta:
+        model = Contact
+        fields = ["id", "name"]
+        read_only_fields = fields
+
+
+class LabelSerializer(serializers.ModelSerializer[Label]):
+    class Meta:
+        model = Label
+        fields = ["id", "name", "color"]
+        read_only_fields = fields
+
+
+class ConversationSerializer(serializers.ModelSerializer[Conversation]):
+    inbox = InboxSerializer(read_only=True)
+    contact = ContactSummarySerializer(read_only=True)
+    assignee = UserSummarySerializer(read_only=True, allow_null=True)
+    team_id = serializers.IntegerField(read_only=True, allow_null=True)
+    labels = LabelSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Conversation
+        fields = [
+            "id",
+            "inbox",
+            "contact",
+            "subject",
+            "status",
+            "priority",
+            "assignee",
+            "team_id",
+            "labels",
+            "snoozed_until",
+            "created_at",
+            "last_activity_at",
+        ]
+        read_only_fields = fields
+
+
+class ConversationListItemSerializer(ConversationSerializer):
+    last_message_text = serializers.CharField(read_only=True, allow_null=True)
+
+    class Meta(ConversationSerializer.Meta):
+        fields = [*ConversationSerializer.Meta.fields, "last_message_text"]
+        read_only_fields = fields
+
+
+class ConversationPageSerializer(serializers.Serializer[Any]):
+    results = ConversationListItemSerializer(many=True)
+    next = serializers.URLField(allow_null=True, help_text="The next page, or null on the last one.")
+
+
+class InboxListSerializer(serializers.Serializer[Any]):
+    results = InboxSerializer(many=True)
+
+
+class AttachmentSerializer(serializers.ModelSerializer[Attachment]):
+    class Meta:
+        model = Attachment
+        fields = ["id", "filename", "content_type", "size", "sha256"]
+        read_only_fields = fields
+
+
+class MessageSerializer(serializers.ModelSerializer[Message]):
+    sender_user = UserSummarySerializer(read_only=True, allow_null=True)
+    attachments = AttachmentSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Message
+        fields = [
+            "id",
+            "direction",
+            "sender_user",
+            "sender_name",
+            "text",
+            "html",
+            "delivery_status",
+            "created_at",
+            "attachments",
+        ]
+        read_only_fields = fields
+
+
+class MessageListSerializer(serializers.Serializer[Any]):
+    results = MessageSerializer(many=True)
+
+
+class NoteSerializer(serializers.ModelSerializer[Note]):
+    author = UserSummarySerializer(read_only=True, allow_null=True)
+
+    class Meta:
+        model = Note
+        fields = ["id", "author", "text", "created_at"]
+        read_only_fields = fields
+
+
+class NoteListSerializer(serializers.Serializer[Any]):
+    results = NoteSerializer(many=True)
+
+
+class ContactIdentitySerializer(serializers.ModelSerializer[ContactIdentity]):
+    class Meta:
+        model = ContactIdentity
+        fields = ["channel_kind", "handle"]
+        read_only_fields = fields
+
+
+class InvoiceSerializer(serializers.ModelSerializer[Invoice]):
+    class Meta:
+        model = Invoice
+        fields = ["id", "number", "amount_cents", "currency", "status", "issued_at"]
+        read_only_fields = fields
+
+
+class ContactSerializer(serializers.ModelSerializer[Contact]):
+    identities = ContactIdentitySerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Contact
+        fields = ["id", "name", "created_at", "identities"]
+        read_only_fields = fields
+
+
+class ContactDetailSerializer(ContactSerializer):
+    """A contact with its identities; `invoices` is present only for the billing module."""
+
+    # Documents the answer's shape only: the view adds `invoices` itself when the policy
+    # allows billing data, and the key is absent otherwise (not empty).
+    invoices = InvoiceSerializer(many=True, required=False, help_text="Only for the billing module.")
+
+    class Meta(ContactSerializer.Meta):
+        fields = [*ContactSerializer.Meta.fields, "invoices"]
+        read_only_fields = ContactSerializer.Meta.fields
+
+
+# --- Serializers (input) ----------------------------------------------------------------
+
+
+class TextSerializer(serializers.Serializer[Any]):
+    # The service checks the stripped length again; this refuses the obvious first.
+    text = serializers.CharField(max_length=services.MAX_TEXT_LENGTH)
+
+
+class ConversationQuerySerializer(serializers.Serializer[Any]):
+    inbox = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
+    status = serializers.CharField(
+        required=False,
+        max_length=100,
+        help_text=f"Comma-separated, of {', '.join(Conversation.Status.values)}. Default: open.",
+    )
+    scope = serializers.ChoiceField(choices=ConversationFilters.SCOPES, default="all")
+    q = serializers.CharField(
+        required=False, allow_blank=True, max_length=selectors.MAX_SEARCH_LENGTH, help_text="Message text."
+    )
+    cursor = serializers.CharField(required=False, max_length=200, help_text="From the `next` link.")
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=MAX_PAGE_SIZE)
+
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        # Added here, not declared: `label` is also the name of a Field attribute.
+        fields = super().get_fields()
+        fields["label"] = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
+        return fields
+
+    def validate_status(self, value: str) -> tuple[str, ...]:
+        statuses = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+        unknown = [s for s in statuses if s not in Conversation.Status.values]
+        if not statuses or unknown:
+            raise serializers.ValidationError(f"Unknown status {', '.join(unknown) or '(none)'}.")
+        return statuses
+
+    def validate_cursor(self, value: str) -> str:
+        # Decoding checks the cursor like any input; re-encoding normalises it to UTC.
+        try:
+            return Cursor.decode(value).encode()
+        except InvalidFilter as error:
+            raise serializers.ValidationError("The page cursor is not valid.") from error
+
+    def filters(self) -> ConversationFilters:
+        data = self.validated_data
+        return ConversationFilters(
+            inbox_id=data.get("inbox"),
+            statuses=data.get("status", ConversationFilters.statuses),
+            scope=data["scope"],
+            label_id=data.get("label"),
+            search=data.get("q", ""),
+        )
+
+
+ERRORS = {
+    401: OpenApiResponse(ErrorSerializer, description="No valid session or token."),
+    403: OpenApiResponse(ErrorSerializer, description="Not verified, or visible but not allowed."),
+    404: OpenApiResponse(ErrorSerializer, description="No such object in the caller's segment."),
+}
+BAD_REQUEST = {400: OpenApiResponse(ErrorSerializer, description="Malformed or unacceptable input.")}
+
+
+# --- Views ------------------------------------------------------------------------------
+
+
+class InboxListView(APIView):
+    @extend_schema(operation_id="inboxes_list", responses={200: InboxListSerializer, **ERRORS})
+    def get(self, request: Request) -> Response:
+        inboxes = policy.visible_inboxes(_context(request)).order_by("name", "id")
+        return Response(InboxListSerializer({"results": inboxes}).data)
+
+
+class ConversationListView(APIView):
+    @extend_schema(
+        operation_id="conversations_list",
+        parameters=[ConversationQuerySerializer],
+        responses={200: ConversationPageSerializer, **BAD_REQUEST, **ERRORS},
+    )
+    def get(self, request: Request) -> Response:
+        query = ConversationQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        page = selectors.conversation_list(
+            ctx=_context(request),
+            filters=query.filters(),
+            cursor=query.validated_data.get("cursor"),
+            limit=query.validated_data.get("limit", selectors.PAGE_SIZE),
+        )
+        # One query for every row's labels, whatever the page size.
+        prefetch_related_objects(list(page.rows), "labels")
+        next_url = None
+        if page.next_cursor is not None:
+            next_url = replace_query_param(request.build_absolute_uri(), "cursor", page.next_cursor)
+        return Response(ConversationPageSerializer({"results": page.rows, "next": next_url}).data)
+
+
+class ConversationDetailView(APIView):
+    @extend_schema(operation_id="conversations_retrieve", responses={200: ConversationSerializer, **ERRORS})
+    def get(self, request: Request, conversation_id: int) -> Response:
+        conversation = policy.access_conversation(_context(request), conversation_id)
+        return Response(ConversationSerializer(conversation).data)
+
+
+class ConversationMessagesView(APIView):
+    @extend_schema(
+        operation_id="conversations_messages_list", responses={200: MessageListSerializer, **ERRORS}
+    )
+    def get(self, request: Request, conversation_id: int) -> Response:
+        conversation = policy.access_conversation(_context(request), conversation_id)
+        thread = selectors.conversation_thread(conversation=conversation)
+        messages = [entry.item for entry in thread if entry.kind == "message"]
+        return Response(MessageListSerializer({"results": messages}).data)
+
+    @extend_schema(
+        operation_id="conversations_messages_create",
+        request=TextSerializer,
+        responses={201: MessageSerializer, **BAD_REQUEST, **ERRORS},
+        description="Reply to the contact: the message is queued for its channel to send.",
+    )
+    def post(self, request: Request, conversation_id: int) -> Response:
+        ctx = _context(request)
+        # Authorise before reading the body: an outsider learns nothing from a 400.
+        conversation = policy.access_conversation(ctx, conversation_id, Action.REPLY)
+        body = TextSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        message = services.conversation_reply(
+            ctx=ctx, conversation=conversation, text=body.validated_data["text"]
+        )
+        return Response(MessageSerializer(message).data, status=status.HTTP_201_CREATED)
+
+
+class ConversationNotesView(APIView):
+    @extend_schema(operation_id="conversations_notes_list", responses={200: NoteListSerializer, **ERRORS})
+    def get(self, request: Request, conversation_id: int) -> Response:
+        conversation = policy.access_conversation(_context(request), conversation_id)
+        thread = selectors.conversation_thread(conversation=conversation)
+        notes = [entry.item for entry in thread if entry.kind == "note"]
+        return Response(NoteListSerializer({"results": notes}).data)
+
+    @extend_schema(
+        operation_id="conversations_notes_create",
+        request=TextSerializer,
+        responses={201: NoteSerializer, **BAD_REQUEST, **ERRORS},
+        description="Add an internal note; it is never sent to the contact.",
+    )
+    def post(self, request: Request, conversation_id: int) -> Response:
+        ctx = _context(request)
+        conversation = policy.access_conversation(ctx, conversation_id, Action.REPLY)
+        body = TextSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        note = services.note_add(ctx=ctx, conversation=conversation, text=body.validated_data["text"])
+        return Response(NoteSerializer(note).data, status=status.HTTP_201_CREATED)
+
+
+class ContactDetailView(APIView):
+    @extend_schema(operation_id="contacts_retrieve", responses={200: ContactDetailSerializer, **ERRORS})
+    def get(self, request: Request, contact_id: int) -> Response:
+        ctx = _context(request)
+        contact = policy.access_contact(ctx, contact_id)
+        body = ContactSerializer(contact).data
+        invoices = selectors.contact_invoices(ctx=ctx, contact_id=contact.pk)
+        if invoices is not None:
+            body["invoices"] = InvoiceSerializer(invoices, many=True).data
+        return Response(body)
+
+
+@extend_schema(exclude=True)
+class UnknownEndpointView(APIView):
+    """Answers any other path under the API with a JSON 404, after authentication."""
+
+    def get(self, request: Request, unknown: str) -> Response:
+        raise NotFound("No such API endpoint.")
+
+    post = put = patch = delete = get

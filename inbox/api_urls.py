@@ -1,0 +1,28 @@
+from django.urls import path, re_path
+
+from inbox import api
+
+app_name = "api"
+
+urlpatterns = [
+    path("inboxes/", api.InboxListView.as_view(), name="inbox-list"),
+    path("conversations/", api.ConversationListView.as_view(), name="conversation-list"),
+    path(
+        "conversations/<int:conversation_id>/",
+        api.ConversationDetailView.as_view(),
+        name="conversation-detail",
+    ),
+    path(
+        "conversations/<int:conversation_id>/messages/",
+        api.ConversationMessagesView.as_view(),
+        name="conversation-messages",
+    ),
+    path(
+        "conversations/<int:conversation_id>/notes/",
+        api.ConversationNotesView.as_view(),
+        name="conversation-notes",
+    ),
+    path("contacts/<int:contact_id>/", api.ContactDetailView.as_view(), name="contact-detail"),
+    # Last: any other path (including a non-numeric id) is a JSON 404, not an HTML page.
+    re_path(r"^(?P<unknown>.*)$", api.UnknownEndpointView.as_view(), name="unknown"),
+]
