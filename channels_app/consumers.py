@@ -52,9 +52,7 @@ class VisitorConsumer(PooledDatabaseConsumer):
         self.typing_at = 0.0
         await self.accept()
         await self.channel_layer.group_add(selectors.channel_group(channel.pk), self.channel_name)
-        self.hello_timer = asyncio.get_running_loop().call_later(
-            HELLO_TIMEOUT_SECONDS, lambda: asyncio.ensure_future(self._hello_overdue())
-        )
+        self.hello_timer = asyncio.get_running_loop().call_later(HELLO_TIMEOUT_SECONDS, self._hello_overdue)
 
     async def disconnect(self, code: int) -> None:
         if self.channel is None:
@@ -65,9 +63,10 @@ class VisitorConsumer(PooledDatabaseConsumer):
             await self.channel_layer.group_discard(self.visitor.group, self.channel_name)
         self.channel = None
 
-    async def _hello_overdue(self) -> None:
+    def _hello_overdue(self) -> None:
         if self.channel is not None and self.visitor is None:
-            await self.close(code=4408)
+            # Kept referenced until done: a bare task could be collected mid-flight.
+            self.closing = asyncio.ensure_future(self.close(code=4408))
 
     async def _send(self, content: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(content))

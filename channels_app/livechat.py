@@ -7,19 +7,17 @@ stored through `inbox.services.inbound_message_record` before anyone is told abo
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
-import logging
 import re
 import secrets
 import time
 import unicodedata
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+import redis
 from django.conf import settings
 from django.core import signing
 from django.core.cache import cache
@@ -36,8 +34,6 @@ from channels_app.models import FieldMode, LiveChatChannel, livechat_secret_defa
 from inbox import events, policy
 from inbox.models import Attachment, ChannelKind, Conversation, Inbox, Message
 from inbox.services import InboundMessage, inbound_message_record
-
-logger = logging.getLogger(__name__)
 
 TOKEN_SALT = "portcullis.livechat.visitor"  # noqa: S105  # a namespace, not a secret
 MAX_TOKEN_LENGTH = 2048
@@ -264,25 +260,41 @@ def prechat_missing(channel: LiveChatChannel, visitor: Visitor) -> bool:
 # --- Limits -----------------------------------------------------------------------------
 
 
-def _within(counter: str, limit: int) -> bool:
-    """Count one more in a fixed window shared by every server; False once over the limit."""
+@functools.cache
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
+def _hits(counters: list[str]) -> list[int]:
+    """Count one more for each counter in the current fixed window, shared by every server
+    (Redis), and return the counts. One round trip: this runs for every message."""
     window = settings.LIVECHAT_RATE_WINDOW_SECONDS
-    key = f"livechat:rate:{counter}:{int(time.time() // window)}"
-    try:
-        count = cache.incr(key)
-    except ValueError:  # the window's first hit (or a race with another server's first)
-        count = 1 if cache.add(key, 1, timeout=window * 2) else cache.incr(key)
-    return count <= limit
+    keys = [f"portcullis:livechat:rate:{counter}:{int(time.time() // window)}" for counter in counters]
+    if not settings.REDIS_URL:  # `make run` without Redis: one process, its own cache
+        counts = []
+        for key in keys:
+            cache.add(key, 0, timeout=window * 2)
+            counts.append(cache.incr(key))
+        return counts
+    pipe = _redis().pipeline(transaction=False)
+    for key in keys:
+        pipe.incr(key)
+        pipe.expire(key, window * 2, nx=True)
+    return [int(count) for count in pipe.execute()[::2]]
 
 
 def connect_allowed(ip_address: str | None) -> bool:
-    return _within(f"connect:{ip_address}", settings.LIVECHAT_IP_CONNECTS_PER_WINDOW)
+    [count] = _hits([f"connect:{ip_address}"])
+    return count <= settings.LIVECHAT_IP_CONNECTS_PER_WINDOW
 
 
 def _message_allowed(visitor: Visitor, ip_address: str | None) -> None:
-    visitor_ok = _within(f"visitor:{visitor.group}", settings.LIVECHAT_VISITOR_MESSAGES_PER_WINDOW)
-    ip_ok = _within(f"ip:{ip_address}", settings.LIVECHAT_IP_MESSAGES_PER_WINDOW)
-    if not (visitor_ok and ip_ok):
+    # Refused attempts count too: a flood must not cost nothing.
+    by_visitor, by_address = _hits([f"visitor:{visitor.group}", f"ip:{ip_address}"])
+    if (
+        by_visitor > settings.LIVECHAT_VISITOR_MESSAGES_PER_WINDOW
+        or by_address > settings.LIVECHAT_IP_MESSAGES_PER_WINDOW
+    ):
         raise RateLimited
 
 
@@ -447,23 +459,6 @@ def visitor_upload_receive(
 # --- Agents' replies --------------------------------------------------------------------
 
 
-def group_send(groups: Iterable[str], message: dict[str, Any]) -> None:
-    """Tell sockets something from synchronous code; a broker hiccup is logged, not raised."""
-    targets = list(groups)
-    layer = get_channel_layer()
-    if layer is None or not targets:
-        return
-
-    async def fan_out() -> None:
-        for group in targets:
-            await layer.group_send(group, message)
-
-    try:
-        async_to_sync(fan_out)()
-    except Exception:
-        logger.warning("live chat event %s not delivered", message.get("type"), exc_info=True)
-
-
 def _reply_refusal(message: Message, channel: LiveChatChannel | None) -> str | None:
     """Why this reply must not go out, checked again when it is sent (not only when written)."""
     if channel is None or not channel.enabled:
@@ -502,7 +497,7 @@ def livechat_reply_send(message_id: int) -> None:
             payload = selectors.message_payload(message)
             groups = selectors.visitor_groups_of(message.conversation)
             transaction.on_commit(
-                lambda: group_send(groups, {"type": "livechat.message", "message": payload})
+                lambda: events.send_to_groups(groups, {"type": "livechat.message", "message": payload})
             )
 
 
@@ -511,7 +506,9 @@ def agent_typing_relay(*, conversation_id: int, inbox_id: int, agent_name: str) 
     conversation = Conversation.objects.filter(pk=conversation_id, inbox_id=inbox_id).first()
     if conversation is None:
         return
-    group_send(selectors.visitor_groups_of(conversation), {"type": "livechat.typing", "name": agent_name})
+    events.send_to_groups(
+        selectors.visitor_groups_of(conversation), {"type": "livechat.typing", "name": agent_name}
+    )
 
 
 def agent_read_relay(*, conversation_id: int, up_to_message_id: int) -> None:
@@ -519,7 +516,7 @@ def agent_read_relay(*, conversation_id: int, up_to_message_id: int) -> None:
     conversation = Conversation.objects.filter(pk=conversation_id).first()
     if conversation is None:
         return
-    group_send(
+    events.send_to_groups(
         selectors.visitor_groups_of(conversation), {"type": "livechat.read", "up_to": up_to_message_id}
     )
 
@@ -528,7 +525,7 @@ def channel_changed(*, channel_id: int) -> None:
     """After the commit, make the channel's open visitor sockets check their page's origin
     against the new configuration (a disabled or deleted channel closes them all)."""
     group = selectors.channel_group(channel_id)
-    transaction.on_commit(lambda: group_send([group], {"type": "livechat.channel_changed"}))
+    transaction.on_commit(lambda: events.send_to_groups([group], {"type": "livechat.channel_changed"}))
 
 
 def channel_changed_receiver(sender: type[LiveChatChannel], instance: LiveChatChannel, **kwargs: Any) -> None:

@@ -17,6 +17,7 @@ from django.views.decorators.csrf import csrf_exempt
 from channels_app import livechat
 from channels_app import livechat_selectors as selectors
 from channels_app.livechat import VisitorInputError, VisitorRefused
+from inbox import events
 
 # Room for the multipart framing and the small fields around the file.
 UPLOAD_OVERHEAD_BYTES = 64 * 1024
@@ -65,5 +66,5 @@ def upload_view(request: HttpRequest, key: str) -> JsonResponse:
         return _answer(origin, {"error": error.code, "message": str(error)}, status)
     payload.pop("conversation_id")
     # The visitor's other tabs show it too; the uploading tab has it from this answer.
-    livechat.group_send([visitor.group], {"type": "livechat.message", "message": payload})
+    events.send_to_groups([visitor.group], {"type": "livechat.message", "message": payload})
     return _answer(origin, {"message": payload}, 201)

@@ -4,6 +4,7 @@ reply goes to, and whether WhatsApp's customer-service window is still open."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from django.db.models import Q
 from django.utils import timezone
@@ -24,6 +25,7 @@ CHANNEL_MODELS: dict[str, type[SocialChannel]] = {
     Provider.META: MetaChannel,
     Provider.TWILIO: TwilioChannel,
 }
+ChannelT = TypeVar("ChannelT", bound=SocialChannel)
 # WhatsApp lets a business answer freely for 24 hours after the customer's last message;
 # after that only a pre-approved template may be sent.
 WHATSAPP_WINDOW = timedelta(hours=24)
@@ -38,16 +40,21 @@ def handle_kind(inbox_kind: str) -> str:
     return HANDLE_KINDS.get(ChannelKind(inbox_kind), inbox_kind)
 
 
-def social_channel_enabled(provider: str, channel_id: int) -> SocialChannel | None:
-    """The provider's channel with its inbox, if it exists, is enabled and still feeds an
-    inbox of its kind."""
-    model = CHANNEL_MODELS.get(provider)
-    if model is None or not 0 < channel_id <= MAX_ID:
+def channel_enabled(model: type[ChannelT], channel_id: int) -> ChannelT | None:
+    """The channel with its inbox, if it exists, is enabled and still feeds an inbox of its
+    kind."""
+    if not 0 < channel_id <= MAX_ID:
         return None
-    channel = model.objects.select_related("inbox").filter(pk=channel_id, enabled=True).first()
+    channel = model.objects.select_related("inbox").filter(pk=channel_id, enabled=True).order_by().first()
     if channel is None or channel.inbox.channel_kind not in channel.allowed_inbox_kinds():
         return None
     return channel
+
+
+def social_channel_enabled(provider: str, channel_id: int) -> SocialChannel | None:
+    """As channel_enabled, for a provider named by a row (an event's channel)."""
+    model = CHANNEL_MODELS.get(provider)
+    return channel_enabled(model, channel_id) if model is not None else None
 
 
 def social_channel_for_inbox(inbox_id: int) -> SocialChannel | None:

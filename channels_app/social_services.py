@@ -25,6 +25,7 @@ import random
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import NoReturn, TypeVar
 
 from django.conf import settings
 from django.core.cache import BaseCache, caches
@@ -93,57 +94,56 @@ class Refused(Exception):
     """The delivery did not prove its origin: 403, nothing stored."""
 
 
-@dataclass(frozen=True)
-class Intake:
-    channel: SocialChannel
-    event_id: int | None
-    duplicate: bool
+ChannelT = TypeVar("ChannelT", bound=SocialChannel)
 
 
-def _proof_check(
-    *,
-    provider: str,
-    channel_id: int,
-    channel: SocialChannel | None,
-    problem: str | None,
-    request: HttpRequest,
-) -> bool:
+def _refuse(request: HttpRequest, channel_id: int, provider: str, reason: str) -> NoReturn:
+    security_event_record(
+        kind=Kind.WEBHOOK_REFUSED,
+        request=request,
+        severity=Severity.WARNING,
+        detail={"provider": provider, "channel_id": channel_id, "path": request.path[:200], "reason": reason},
+    )
+    raise Refused
+
+
+def _channel_or_refuse(
+    model: type[ChannelT], provider: str, channel_id: int, request: HttpRequest
+) -> ChannelT:
+    channel = selectors.channel_enabled(model, channel_id)
+    if channel is None:
+        _refuse(request, channel_id, provider, "no such enabled channel")
+    return channel
+
+
+def _verdict(channel: SocialChannel, problem: str | None, request: HttpRequest) -> bool:
     """Refuse (raise) or accept a delivery; returns whether it was verified. In monitor mode
     a failed check is accepted, and recorded as what enforce mode would have refused."""
-    detail = {"provider": provider, "channel_id": channel_id, "path": request.path[:200]}
-    if channel is None:
-        security_event_record(
-            kind=Kind.WEBHOOK_REFUSED,
-            request=request,
-            severity=Severity.WARNING,
-            detail={**detail, "reason": "no such enabled channel"},
-        )
-        raise Refused
     if problem is None:
         return True
     if channel.verification_mode == VerificationMode.ENFORCE:
-        security_event_record(
-            kind=Kind.WEBHOOK_REFUSED,
-            request=request,
-            severity=Severity.WARNING,
-            detail={**detail, "reason": problem},
-        )
-        raise Refused
+        _refuse(request, channel.pk, channel.provider, problem)
     security_event_record(
         kind=Kind.WEBHOOK_UNVERIFIED,
         request=request,
         severity=Severity.WARNING,
-        detail={**detail, "reason": problem, "mode": VerificationMode.MONITOR},
+        detail={
+            "provider": channel.provider,
+            "channel_id": channel.pk,
+            "path": request.path[:200],
+            "reason": problem,
+            "mode": VerificationMode.MONITOR,
+        },
     )
     return False
 
 
 def _store(
     channel: SocialChannel, endpoint: str, delivery: Delivery, body: bytes, verified: bool, note: str
-) -> Intake:
+) -> None:
     try:
         with transaction.atomic():
-            event = InboundEvent.objects.create(
+            InboundEvent.objects.create(
                 channel=channel,
                 endpoint=endpoint,
                 event_key=delivery.event_key(body),
@@ -153,57 +153,33 @@ def _store(
             )
             transaction.on_commit(lambda: _process_later(channel.pk))
     except IntegrityError:
-        # A replay of a delivery already stored: answered like the first, stored once.
-        return Intake(channel=channel, event_id=None, duplicate=True)
-    return Intake(channel=channel, event_id=event.pk, duplicate=False)
+        pass  # a replay of a delivery already stored: answered like the first, stored once
 
 
 def meta_subscription_verify(*, channel_id: int, params: dict[str, str], request: HttpRequest) -> str:
-    """Meta's GET subscription check: the challenge to echo, or Refused."""
-    channel = selectors.social_channel_enabled(Provider.META, channel_id)
-    assert channel is None or isinstance(channel, MetaChannel)  # noqa: S101  # the selector's model for META
-    challenge = meta.subscription_challenge(params, channel.verify_token) if channel is not None else None
-    problem = None if challenge is not None else "hub.verify_token does not match"
-    # A subscription is never accepted unverified, whatever the mode: there is no data to keep.
-    if channel is not None and problem is not None:
-        security_event_record(
-            kind=Kind.WEBHOOK_REFUSED,
-            request=request,
-            severity=Severity.WARNING,
-            detail={"provider": Provider.META, "channel_id": channel_id, "reason": problem},
-        )
-        raise Refused
-    _proof_check(
-        provider=Provider.META, channel_id=channel_id, channel=channel, problem=None, request=request
-    )
-    assert challenge is not None  # noqa: S101  # refused above otherwise
+    """Meta's GET subscription check: the challenge to echo, or Refused. Never accepted
+    unverified, whatever the mode: there is nothing to keep."""
+    channel = _channel_or_refuse(MetaChannel, Provider.META, channel_id, request)
+    challenge = meta.subscription_challenge(params, channel.verify_token)
+    if challenge is None:
+        _refuse(request, channel_id, Provider.META, "hub.verify_token does not match")
     return challenge
 
 
 def meta_delivery_accept(
     *, channel_id: int, body: bytes, signature: str | None, request: HttpRequest
-) -> Intake:
-    channel = selectors.social_channel_enabled(Provider.META, channel_id)
-    assert channel is None or isinstance(channel, MetaChannel)  # noqa: S101
-    problem = meta.signature_problem(body, signature, channel.app_secret) if channel is not None else None
-    verified = _proof_check(
-        provider=Provider.META, channel_id=channel_id, channel=channel, problem=problem, request=request
-    )
-    assert channel is not None  # noqa: S101  # refused otherwise
-    return _store(channel, Endpoint.META, meta.delivery_read(body), body, verified, problem or "")
+) -> None:
+    channel = _channel_or_refuse(MetaChannel, Provider.META, channel_id, request)
+    problem = meta.signature_problem(body, signature, channel.app_secret)
+    verified = _verdict(channel, problem, request)
+    _store(channel, Endpoint.META, meta.delivery_read(body), body, verified, problem or "")
 
 
-def telegram_update_accept(
-    *, channel_id: int, body: bytes, secret: str | None, request: HttpRequest
-) -> Intake:
-    channel = selectors.social_channel_enabled(Provider.TELEGRAM, channel_id)
-    assert channel is None or isinstance(channel, TelegramChannel)  # noqa: S101
-    problem = telegram.secret_problem(secret, channel.webhook_secret) if channel is not None else None
-    verified = _proof_check(
-        provider=Provider.TELEGRAM, channel_id=channel_id, channel=channel, problem=problem, request=request
-    )
-    assert channel is not None  # noqa: S101
-    return _store(channel, Endpoint.TELEGRAM, telegram.update_read(body), body, verified, problem or "")
+def telegram_update_accept(*, channel_id: int, body: bytes, secret: str | None, request: HttpRequest) -> None:
+    channel = _channel_or_refuse(TelegramChannel, Provider.TELEGRAM, channel_id, request)
+    problem = telegram.secret_problem(secret, channel.webhook_secret)
+    verified = _verdict(channel, problem, request)
+    _store(channel, Endpoint.TELEGRAM, telegram.update_read(body), body, verified, problem or "")
 
 
 def twilio_request_accept(
@@ -215,23 +191,16 @@ def twilio_request_accept(
     signature: str | None,
     full_path: str,
     request: HttpRequest,
-) -> tuple[Intake, twilio.Form]:
+) -> tuple[TwilioChannel, twilio.Form]:
     """Twilio signs the URL it called and the form's parameters, so the form is read first
-    (400 when unreadable), then checked."""
+    (400 when unreadable), then checked. Returns what the TwiML answer is made from."""
     form = twilio.form_read(body, content_type)
-    channel = selectors.social_channel_enabled(Provider.TWILIO, channel_id)
-    assert channel is None or isinstance(channel, TwilioChannel)  # noqa: S101
-    problem = None
-    if channel is not None:
-        url = channel.public_base_url.rstrip("/") + full_path
-        problem = twilio.signature_problem(url, form, signature, channel.auth_token)
-    verified = _proof_check(
-        provider=Provider.TWILIO, channel_id=channel_id, channel=channel, problem=problem, request=request
-    )
-    assert channel is not None  # noqa: S101
-    return _store(
-        channel, endpoint, twilio.delivery_read(endpoint, form), body, verified, problem or ""
-    ), form
+    channel = _channel_or_refuse(TwilioChannel, Provider.TWILIO, channel_id, request)
+    url = channel.public_base_url.rstrip("/") + full_path
+    problem = twilio.signature_problem(url, form, signature, channel.auth_token)
+    verified = _verdict(channel, problem, request)
+    _store(channel, endpoint, twilio.delivery_read(endpoint, form), body, verified, problem or "")
+    return channel, form
 
 
 # --- Processing -------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
 from channels_app import social_services
-from channels_app.models import InboundEvent, TwilioChannel
+from channels_app.models import InboundEvent
 from channels_app.providers import meta, telegram, twilio
 from channels_app.providers.common import Malformed
 from channels_app.social_services import Refused
@@ -108,7 +108,7 @@ def twilio_webhook(request: HttpRequest, channel_id: int, hook: str) -> HttpResp
     endpoint = TWILIO_HOOKS.get(hook)
     if endpoint is None:
         return HttpResponseNotFound()
-    intake, form = social_services.twilio_request_accept(
+    channel, form = social_services.twilio_request_accept(
         channel_id=channel_id,
         endpoint=endpoint,
         body=_body(request),
@@ -117,8 +117,6 @@ def twilio_webhook(request: HttpRequest, channel_id: int, hook: str) -> HttpResp
         full_path=request.get_full_path(),
         request=request,
     )
-    channel = intake.channel
-    assert isinstance(channel, TwilioChannel)  # noqa: S101  # the Twilio intake loads Twilio channels
     if endpoint == Endpoint.TWILIO_VOICE:
         twiml = twilio.incoming_call_twiml(channel)
     elif endpoint == Endpoint.TWILIO_DIAL:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 import django_stubs_ext
@@ -141,6 +142,11 @@ REDIS_CHANNEL_LAYERS = {
 # delivery costs nothing here: every event follows a committed row, which pages and the
 # widget's history read again on reconnect.
 REDIS_CHANNEL_LAYER_DEFAULT = "pubsub"
+# Redis pub/sub channels ignore the database number: two deployments (or test runs) on one
+# Redis server would hear each other's events. The prefix keeps them apart.
+CHANNEL_LAYER_PREFIX = os.environ.get("CHANNEL_LAYER_PREFIX") or (
+    "portcullis" + (urlsplit(REDIS_URL).path.strip("/") or "0")
+)
 
 if REDIS_URL:
     CACHES = {
@@ -157,7 +163,7 @@ if REDIS_URL:
             "BACKEND": REDIS_CHANNEL_LAYERS[
                 os.environ.get("REDIS_CHANNEL_LAYER", REDIS_CHANNEL_LAYER_DEFAULT)
             ],
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": "portcullis"},
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": CHANNEL_LAYER_PREFIX},
         }
     }
 else:

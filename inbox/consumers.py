@@ -150,6 +150,7 @@ def typing_frame(ctx: AccessContext, content: dict[str, Any]) -> dict[str, Any]:
     with access_events_batched():
         conversation = _conversation(ctx, content, Action.REPLY)
     if conversation.inbox.channel_kind == ChannelKind.LIVECHAT:
+        # channels_app builds on inbox: imported where it is needed, not at load time.
         from channels_app import livechat
 
         livechat.agent_typing_relay(
@@ -269,6 +270,8 @@ class AgentConsumer(PooledDatabaseConsumer):
             if self.live is None:
                 return
             state = await socket_db(agent_state)(self.scope)
+            if self.live is None:  # closed while the check ran
+                return
             if state is None:
                 await self._end()
             else:

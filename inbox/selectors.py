@@ -99,7 +99,8 @@ def _narrowed(conversations: QuerySet[Conversation], filters: ConversationFilter
 def _filtered(
     ctx: AccessContext, filters: ConversationFilters, *, with_scope: bool
 ) -> QuerySet[Conversation]:
-    conversations = _narrowed(policy.visible_conversations(ctx), filters)
+    scope = policy.conversation_scope(ctx, prune=True)
+    conversations = _narrowed(Conversation.objects.filter(scope.combined), filters)
     if with_scope:
         if filters.scope == "mine":
             conversations = conversations.filter(assignee_id=ctx.user.pk)
@@ -141,7 +142,7 @@ def conversation_counters(*, ctx: AccessContext, filters: ConversationFilters) -
     each part is then answered from the (inbox, status, assignee) index alone, without
     visiting the table (an OR forces a bitmap heap scan over every matching row).
     """
-    scope = policy.conversation_scope(ctx)
+    scope = policy.conversation_scope(ctx, prune=True)
     parts = [scope.by_inbox] if scope.by_conversation is None else [scope.by_inbox, scope.by_conversation]
     selects, params = [], [ctx.user.pk]
     for part in parts:

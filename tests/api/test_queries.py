@@ -19,9 +19,10 @@ from tests.inbox.conftest import Segments, grant_inbox
 pytestmark = pytest.mark.django_db
 
 # Session: user, OTP device, session record (the session data itself is in the cache);
-# then the page (one query with its last-message subquery), the page's labels, and the
-# one INSERT of the request's access events.
-SESSION_LIST_QUERIES = 6
+# whether the user holds any conversation grant (it simplifies the list's plan); the page
+# (one query with its last-message subquery), the page's labels, and the one INSERT of
+# the request's access events.
+SESSION_LIST_QUERIES = 7
 # Token: the token with its account; then the page, the page's labels, the access events.
 TOKEN_LIST_QUERIES = 4
 

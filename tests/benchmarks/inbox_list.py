@@ -80,8 +80,7 @@ def load(n_conversations: int) -> dict[str, Any]:
     for i in range(N_TEAMS):  # multi-table inheritance: no bulk_create
         Team.objects.create(name=f"Team {i:03d}")
     User.objects.bulk_create(
-        User(username=f"agent{i:03d}", password="!", is_active=True)
-        for i in range(N_AGENTS)
+        User(username=f"agent{i:03d}", password="!", is_active=True) for i in range(N_AGENTS)
     )
     sql = f"""
         INSERT INTO accounts_user_groups (user_id, group_id)
@@ -197,7 +196,7 @@ def main() -> None:
     # The floor: identical queries without any permission filter.
     original = policy.visible_conversations, policy.conversation_scope
     policy.visible_conversations = lambda ctx: Conversation.objects.all()  # type: ignore[assignment]
-    policy.conversation_scope = lambda ctx, action=None: policy.ConversationScope(Q(), None)  # type: ignore[assignment]
+    policy.conversation_scope = lambda ctx, action=None, prune=False: policy.ConversationScope(Q(), None)  # type: ignore[assignment]
     try:
         floor = {
             "list": timings(list_page(default), runs=runs),

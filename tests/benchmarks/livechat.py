@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import json
@@ -63,6 +64,7 @@ from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_K
 from django.core.management import call_command  # noqa: E402
 from django.utils.module_loading import import_string  # noqa: E402
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
+from websockets.exceptions import ConnectionClosed  # noqa: E402
 
 ORIGIN = "http://bench.test"
 USER_AGENT = "portcullis-livechat-bench"
@@ -162,7 +164,8 @@ def start_server(port: int, layer: str) -> subprocess.Popen[bytes]:
         # Every simulated visitor shares 127.0.0.1: the per-address limits would throttle them.
         "LIVECHAT_IP_MESSAGES_PER_WINDOW": "100000000",
         "LIVECHAT_IP_CONNECTS_PER_WINDOW": "100000000",
-        "DB_CONN_MAX_AGE": os.environ.get("DB_CONN_MAX_AGE", "60"),
+        # Connections from a pool: under ASGI each HTTP request runs on a thread of its own.
+        "DB_POOL_SIZE": os.environ.get("DB_POOL_SIZE", "16"),
         "LOG_LEVEL": "WARNING",
     }
     command = [
@@ -202,18 +205,29 @@ async def wait_up(base: str, process: subprocess.Popen[bytes]) -> None:
 class Tally:
     sent_at: dict[str, float] = field(default_factory=dict)  # client id -> send time
     message_of: dict[str, int] = field(default_factory=dict)  # client id -> stored message id
-    agent_seen: dict[int, list[float]] = field(default_factory=lambda: defaultdict(list))  # message id -> times
+    agent_seen: dict[int, list[float]] = field(
+        default_factory=lambda: defaultdict(list)
+    )  # message id -> times
     conversation_of: dict[int, int] = field(default_factory=dict)  # inbound message id -> conversation
     visitor_of_conversation: dict[int, int] = field(default_factory=dict)
     visitor_of_client: dict[str, int] = field(default_factory=dict)
     reply_sent_at: dict[str, float] = field(default_factory=dict)  # reply tag -> POST time
     reply_seen_at: dict[str, float] = field(default_factory=dict)
     send_errors: int = 0
+    unsent: int = 0
+    dropped_sockets: int = 0  # closed by the server (an overloaded one times out its pings)
     reply_errors: int = 0
     lag: list[float] = field(default_factory=list)
 
 
 async def visitor_loop(index: int, ws: ClientConnection, tally: Tally) -> None:
+    with contextlib.suppress(ConnectionClosed):
+        await _visitor_frames(ws, tally)
+    if ws.close_code not in (None, 1000):
+        tally.dropped_sockets += 1
+
+
+async def _visitor_frames(ws: ClientConnection, tally: Tally) -> None:
     async for raw in ws:
         frame = json.loads(raw)
         kind = frame.get("type")
@@ -228,6 +242,13 @@ async def visitor_loop(index: int, ws: ClientConnection, tally: Tally) -> None:
 
 
 async def agent_loop(ws: ClientConnection, tally: Tally) -> None:
+    with contextlib.suppress(ConnectionClosed):
+        await _agent_frames(ws, tally)
+    if ws.close_code not in (None, 1000):
+        tally.dropped_sockets += 1
+
+
+async def _agent_frames(ws: ClientConnection, tally: Tally) -> None:
     async for raw in ws:
         now = time.perf_counter()
         frame = json.loads(raw)
@@ -245,6 +266,7 @@ async def open_visitor(base_ws: str, key: str) -> ClientConnection:
         user_agent_header=USER_AGENT,
         ping_interval=None,
         open_timeout=60,
+        close_timeout=2,
     )
     await ws.send(json.dumps({"type": "hello"}))
     welcome = json.loads(await ws.recv())
@@ -252,7 +274,9 @@ async def open_visitor(base_ws: str, key: str) -> ClientConnection:
     return ws
 
 
-async def open_agent(base: str, base_ws: str, cookies: dict[str, str]) -> tuple[ClientConnection, httpx.AsyncClient]:
+async def open_agent(
+    base: str, base_ws: str, cookies: dict[str, str]
+) -> tuple[ClientConnection, httpx.AsyncClient]:
     client = httpx.AsyncClient(base_url=base, cookies=cookies, headers={"User-Agent": USER_AGENT}, timeout=30)
     # A page view sets the CSRF cookie the reply form needs.
     page = await client.get("/")
@@ -268,6 +292,7 @@ async def open_agent(base: str, base_ws: str, cookies: dict[str, str]) -> tuple[
         user_agent_header=USER_AGENT,
         ping_interval=None,
         open_timeout=60,
+        close_timeout=2,
     )
     hello = json.loads(await ws.recv())
     assert hello["type"] == "hello", hello
@@ -304,11 +329,17 @@ async def application_run(args: argparse.Namespace, world: World, base: str) -> 
                 await asyncio.sleep(delay)
             else:
                 tally.lag.append(-delay)
+            if -delay > args.duration:  # the server stopped reading: what is left is not sent
+                tally.unsent = total - n
+                return
             index = next(cycle)
             client_id = secrets.token_hex(8)
             tally.sent_at[client_id] = time.perf_counter()
             tally.visitor_of_client[client_id] = index
-            await visitors[index].send(json.dumps({"type": "message", "id": client_id, "text": f"bench {client_id}"}))
+            with contextlib.suppress(ConnectionClosed):
+                await visitors[index].send(
+                    json.dumps({"type": "message", "id": client_id, "text": f"bench {client_id}"})
+                )
 
     async def send_replies() -> None:
         if args.reply_rate <= 0:
@@ -320,7 +351,9 @@ async def application_run(args: argparse.Namespace, world: World, base: str) -> 
         async def post(client: httpx.AsyncClient, conversation_id: int, tag: str) -> None:
             tally.reply_sent_at[tag] = time.perf_counter()
             try:
-                response = await client.post(f"/conversations/{conversation_id}/reply/", data={"reply": f"reply {tag} ok"})
+                response = await client.post(
+                    f"/conversations/{conversation_id}/reply/", data={"reply": f"reply {tag} ok"}
+                )
                 if response.status_code != 302:
                     tally.reply_errors += 1
                     tally.reply_sent_at.pop(tag)
@@ -343,23 +376,30 @@ async def application_run(args: argparse.Namespace, world: World, base: str) -> 
     await asyncio.sleep(args.drain)
     for task in tasks:
         task.cancel()
-    for ws in visitors:
-        await ws.close()
-    for ws, client in agents:
-        await ws.close()
-        await client.aclose()
+    # Whatever has not arrived by now counts as lost; an overloaded server may be slow to
+    # even acknowledge the close, so the sockets are closed together, briefly.
+    closing = [ws.close() for ws in visitors] + [ws.close() for ws, _ in agents]
+    closing += [client.aclose() for _, client in agents]
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), timeout=15)
 
     v2a: list[float] = []
     for client_id, sent in tally.sent_at.items():
         message_id = tally.message_of.get(client_id)
         if message_id is not None:
             v2a.extend(seen - sent for seen in tally.agent_seen.get(message_id, []))
-    a2v = [tally.reply_seen_at[tag] - sent for tag, sent in tally.reply_sent_at.items() if tag in tally.reply_seen_at]
+    a2v = [
+        tally.reply_seen_at[tag] - sent
+        for tag, sent in tally.reply_sent_at.items()
+        if tag in tally.reply_seen_at
+    ]
     return {
         "connect_s": round(connect_seconds, 1),
         "visitor_to_agent": summary(v2a, len(tally.sent_at) * len(agents)),
         "agent_to_visitor": summary(a2v, len(tally.reply_sent_at)),
         "unacknowledged": len(tally.sent_at) - len(tally.message_of),
+        "unsent": tally.unsent,
+        "dropped_sockets": tally.dropped_sockets,
         "visitor_errors": tally.send_errors,
         "reply_errors": tally.reply_errors,
         "sender_lag_p99_ms": percentile(tally.lag, 0.99) or 0.0,
@@ -461,7 +501,9 @@ async def run(args: argparse.Namespace, world: World) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--visitors", type=int, default=1000)
     parser.add_argument("--agents", type=int, default=20)
     parser.add_argument("--rate", type=float, default=200, help="visitor messages per second, in total")

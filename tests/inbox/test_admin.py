@@ -113,7 +113,9 @@ def test_inbox_page_lists_who_can_see_it(segments: Segments, supervisor: Any, ve
     assert "bill" not in who
 
 
-def test_admin_lists_only_visible_conversations(segments: Segments, make_user: Any, verified_client: Any) -> None:
+def test_admin_lists_only_visible_conversations(
+    segments: Segments, make_user: Any, verified_client: Any
+) -> None:
     supervisor = make_user(roles.SUPERVISOR, is_staff=True)
     grant_inbox(segments.support, supervisor, perms=("view_inbox",))
     client = verified_client(supervisor)

@@ -370,3 +370,12 @@ async def test_origin_is_checked_against_the_normalised_allowlist(chat: Chat) ->
         assert connected is allowed, origin
         if connected:
             await communicator.disconnect()
+
+
+async def test_a_socket_that_never_says_hello_is_closed(chat: Chat, monkeypatch: Any) -> None:
+    from channels_app import consumers
+
+    monkeypatch.setattr(consumers, "HELLO_TIMEOUT_SECONDS", 0.3)
+    communicator, connected = await visitor_socket(chat.channel.key)
+    assert connected
+    assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 4408}
