@@ -63,7 +63,7 @@ def main() -> None:
         supervisor.goto(f"{base}/admin/")
         supervisor.screenshot(path=out / "admin.png")
         supervisor.goto(f"{base}/admin/inbox/inbox/")
-        supervisor.click("#result_list a >> nth=0")
+        supervisor.click("a[href*='/admin/inbox/inbox/'][href$='/change/'] >> nth=0")
         supervisor.screenshot(path=out / "admin-inbox-grants.png", full_page=True)
         browser.close()
     print(f"Screenshots written to {out}")  # noqa: T201
