@@ -189,14 +189,18 @@ class ConversationScope:
 
 
 def conversation_scope(
-    ctx: AccessContext, action: Action = Action.VIEW, *, prune: bool = False
+    ctx: AccessContext, action: Action = Action.VIEW, *, prune: bool = False, inbox_id: int | None = None
 ) -> ConversationScope:
-    """With `prune`, one cheap query first asks whether the caller holds any conversation
-    grant at all; most do not, and without the OR the planner reads the list's index in
-    order instead of collecting and sorting every match. Worth it for lists and counts."""
+    """With `prune`, cheap queries settle first what would otherwise be an OR in the big
+    one: whether the caller holds any conversation grant at all (most do not), and, for a
+    list narrowed to one inbox, whether that inbox is granted. The planner then reads the
+    list's index in order instead of collecting and sorting every match."""
     if not _user_usable(ctx) or not _token_allows(ctx, action):
         return ConversationScope(by_inbox=Q(pk__in=[]), by_conversation=None)
     by_inbox = _inbox_condition(ctx, action, "inbox_id")
+    if prune and inbox_id is not None:
+        granted = Inbox.objects.filter(_inbox_condition(ctx, action, "id"), pk=inbox_id).exists()
+        by_inbox = Q(inbox_id=inbox_id) if granted else Q(pk__in=[])
     codename = CONVERSATION_CODENAMES.get(action)
     # API tokens are scoped to whole inboxes; escalations are for people.
     if codename is None or ctx.api_token is not None:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.contrib.postgres.search import SearchQuery, SearchVector
+from django.core.exceptions import EmptyResultSet
 from django.db import connection
 from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 
@@ -99,7 +100,7 @@ def _narrowed(conversations: QuerySet[Conversation], filters: ConversationFilter
 def _filtered(
     ctx: AccessContext, filters: ConversationFilters, *, with_scope: bool
 ) -> QuerySet[Conversation]:
-    scope = policy.conversation_scope(ctx, prune=True)
+    scope = policy.conversation_scope(ctx, prune=True, inbox_id=filters.inbox_id)
     conversations = _narrowed(Conversation.objects.filter(scope.combined), filters)
     if with_scope:
         if filters.scope == "mine":
@@ -142,17 +143,22 @@ def conversation_counters(*, ctx: AccessContext, filters: ConversationFilters) -
     each part is then answered from the (inbox, status, assignee) index alone, without
     visiting the table (an OR forces a bitmap heap scan over every matching row).
     """
-    scope = policy.conversation_scope(ctx, prune=True)
+    scope = policy.conversation_scope(ctx, prune=True, inbox_id=filters.inbox_id)
     parts = [scope.by_inbox] if scope.by_conversation is None else [scope.by_inbox, scope.by_conversation]
     selects, params = [], [ctx.user.pk]
     for part in parts:
-        sql, part_params = (
-            _narrowed(Conversation.objects.filter(part), filters)
-            .values("assignee_id")
-            .query.sql_with_params()
-        )
+        try:
+            sql, part_params = (
+                _narrowed(Conversation.objects.filter(part), filters)
+                .values("assignee_id")
+                .query.sql_with_params()
+            )
+        except EmptyResultSet:  # a part that can match nothing (no grant, locked user)
+            continue
         selects.append(sql)
         params.extend(part_params)
+    if not selects:
+        return {"mine": 0, "unassigned": 0, "all": 0}
     # Composed from ORM-compiled, parameterised SQL: no value is interpolated.
     counts = "COUNT(*) FILTER (WHERE assignee_id = %s), COUNT(*) FILTER (WHERE assignee_id IS NULL), COUNT(*)"
     sql = f"SELECT {counts} FROM ({' UNION ALL '.join(selects)}) AS visible"  # noqa: S608

@@ -196,7 +196,9 @@ def main() -> None:
     # The floor: identical queries without any permission filter.
     original = policy.visible_conversations, policy.conversation_scope
     policy.visible_conversations = lambda ctx: Conversation.objects.all()  # type: ignore[assignment]
-    policy.conversation_scope = lambda ctx, action=None, prune=False: policy.ConversationScope(Q(), None)  # type: ignore[assignment]
+    policy.conversation_scope = lambda ctx, action=None, prune=False, inbox_id=None: policy.ConversationScope(
+        Q(), None
+    )  # type: ignore[assignment]
     try:
         floor = {
             "list": timings(list_page(default), runs=runs),

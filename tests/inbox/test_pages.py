@@ -472,7 +472,7 @@ def _queries(client: Client, url: str) -> int:
     return len(captured.captured_queries)
 
 
-INBOX_PAGE_QUERIES = 13
+INBOX_PAGE_QUERIES = 15
 CONVERSATION_PAGE_QUERIES = 19
 
 

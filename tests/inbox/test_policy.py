@@ -136,3 +136,27 @@ def test_billing_data_only_for_the_billing_role(segments: Segments) -> None:
     # Even granted the billing inbox, a support-only agent gets no invoices.
     grant_inbox(segments.billing, segments.support_agent)
     assert not policy.can_view_billing(ctx(segments.support_agent), contact)
+
+
+def test_counters_and_list_for_one_inbox_follow_the_grants(segments: Segments) -> None:
+    from inbox import selectors
+
+    agent = segments.support_agent
+    own = selectors.ConversationFilters(inbox_id=segments.support.pk)
+    other = selectors.ConversationFilters(inbox_id=segments.billing.pk)
+    assert selectors.conversation_counters(ctx=ctx(agent), filters=own)["all"] == 3
+    assert len(selectors.conversation_list(ctx=ctx(agent), filters=own).rows) == 3
+    assert selectors.conversation_counters(ctx=ctx(agent), filters=other) == {
+        "mine": 0,
+        "unassigned": 0,
+        "all": 0,
+    }
+    assert not selectors.conversation_list(ctx=ctx(agent), filters=other).rows
+    # One conversation of the other inbox granted on its own: exactly that one shows.
+    escalated = segments.billing_conversations[0]
+    assign_perm("view_conversation", agent, escalated)
+    assert [c.pk for c in selectors.conversation_list(ctx=ctx(agent), filters=other).rows] == [escalated.pk]
+    assert selectors.conversation_counters(ctx=ctx(agent), filters=other)["all"] == 1
+    # A locked account counts nothing, anywhere.
+    agent.locked_at = timezone.now()
+    assert selectors.conversation_counters(ctx=ctx(agent), filters=own)["all"] == 0
