@@ -47,7 +47,6 @@ class Action(enum.StrEnum):
     MANAGE = "manage"
 
 
-WRITE_ACTIONS = frozenset({Action.REPLY, Action.ASSIGN, Action.EXPORT, Action.MANAGE})
 INBOX_CODENAMES = {action: f"{action.value}_inbox" for action in Action}
 # Conversation-level grants (escalations) carry view and reply only.
 CONVERSATION_CODENAMES = {Action.VIEW: "view_conversation", Action.REPLY: "reply_conversation"}
@@ -158,11 +157,6 @@ def _inbox_condition(ctx: AccessContext, action: Action, field: str) -> Q:
         )
         condition &= Q(**{f"{field}__member_of": token_inboxes})
     return condition
-
-
-def granted_inbox_ids(ctx: AccessContext, action: Action) -> QuerySet[Any]:
-    """A subquery of the inbox ids where the caller holds `action` (not evaluated here)."""
-    return Inbox.objects.filter(_inbox_condition(ctx, action, "id")).order_by().values("id")
 
 
 def _token_allows(ctx: AccessContext, action: Action) -> bool:
@@ -326,35 +320,39 @@ def _decide(ctx: AccessContext, action: Action, obj: Model) -> bool:
     return False
 
 
-def can(ctx: AccessContext, action: Action, obj: Model) -> bool:
-    """May the caller do `action` to `obj`? Deny by default; every answer is recorded."""
-    allowed = _decide(ctx, action, obj)
+def _record(ctx: AccessContext, object_type: str, object_id: int | None, action: str, allowed: bool) -> None:
     access_event_record(
         user_id=ctx.user.pk,
         session_id=ctx.session_id,
         api_token_id=ctx.api_token.pk if ctx.api_token else None,
         ip_address=ctx.ip_address,
-        object_type=obj._meta.label_lower,
-        object_id=obj.pk,
-        action=action.value,
+        object_type=object_type,
+        object_id=object_id,
+        action=action,
         allowed=allowed,
     )
+
+
+def can(ctx: AccessContext, action: Action, obj: Model) -> bool:
+    """May the caller do `action` to `obj`? Deny by default; every answer is recorded."""
+    allowed = _decide(ctx, action, obj)
+    _record(ctx, obj._meta.label_lower, obj.pk, action.value, allowed)
     return allowed
+
+
+def sees(user: User, conversation: Conversation) -> bool:
+    """Whether a third party (an assignee being chosen) can see the conversation.
+
+    Not recorded as an access event: nobody accessed anything, and the actor's own
+    decision is recorded by `can()`.
+    """
+    return _decide(AccessContext(user=user), Action.VIEW, conversation)
 
 
 def record_listing(ctx: AccessContext, model: type[Model], count: int) -> None:
     """Record that the caller was shown a page of `count` objects: browsing is an access
     too, and rapid or wide browsing is what a data pull looks like."""
-    access_event_record(
-        user_id=ctx.user.pk,
-        session_id=ctx.session_id,
-        api_token_id=ctx.api_token.pk if ctx.api_token else None,
-        ip_address=ctx.ip_address,
-        object_type=model._meta.label_lower,
-        object_id=None,
-        action=f"list:{count}",
-        allowed=True,
-    )
+    _record(ctx, model._meta.label_lower, None, f"list:{count}", True)
 
 
 def can_view_billing(ctx: AccessContext, contact: Contact) -> bool:
@@ -365,16 +363,7 @@ def can_view_billing(ctx: AccessContext, contact: Contact) -> bool:
         and ctx.user.has_perm(BILLING_PERMISSION)
         and visible_contacts(ctx).filter(pk=contact.pk).exists()
     )
-    access_event_record(
-        user_id=ctx.user.pk,
-        session_id=ctx.session_id,
-        api_token_id=None,
-        ip_address=ctx.ip_address,
-        object_type="inbox.invoice",
-        object_id=contact.pk,
-        action=Action.VIEW.value,
-        allowed=allowed,
-    )
+    _record(ctx, "inbox.invoice", contact.pk, Action.VIEW.value, allowed)
     return allowed
 
 
@@ -416,20 +405,3 @@ def access_contact(ctx: AccessContext, contact_id: object) -> Contact:
     contact: Contact = _load(ctx, Contact, contact_id, Action.VIEW)
     return contact
 
-
-__all__ = [
-    "AccessContext",
-    "Action",
-    "Denied",
-    "LiveScope",
-    "access_contact",
-    "access_conversation",
-    "access_inbox",
-    "can",
-    "can_view_billing",
-    "conversation_filter",
-    "live_scope",
-    "visible_contacts",
-    "visible_conversations",
-    "visible_inboxes",
-]

@@ -16,7 +16,7 @@ from django.db import connection
 from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 
 from inbox import policy
-from inbox.models import CannedResponse, Conversation, Invoice, Message, Note
+from inbox.models import CannedResponse, Contact, Conversation, Invoice, Message, Note
 from inbox.policy import AccessContext
 
 PAGE_SIZE = 50
@@ -195,8 +195,6 @@ def canned_responses(*, conversation: Conversation) -> QuerySet[CannedResponse]:
 
 def contact_invoices(*, ctx: AccessContext, contact_id: int) -> QuerySet[Invoice] | None:
     """The contact's invoices, or None when the caller is outside the billing module."""
-    from inbox.models import Contact
-
     contact = Contact(pk=contact_id)
     if not policy.can_view_billing(ctx, contact):
         return None

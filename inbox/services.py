@@ -109,7 +109,7 @@ def conversation_assign(*, ctx: AccessContext, conversation: Conversation, assig
     if assignee_id is not None:
         assignee = User.objects.filter(pk=assignee_id, is_active=True, is_service_account=False).first()
         # Assigning to someone who cannot see it would hand them nothing; refuse it.
-        if assignee is None or not policy.can(AccessContext(user=assignee), Action.VIEW, conversation):
+        if assignee is None or not policy.sees(assignee, conversation):
             raise InvalidRequest("That agent cannot see this conversation.")
     with transaction.atomic():
         Conversation.objects.filter(pk=conversation.pk).update(assignee_id=assignee_id)
