@@ -156,8 +156,6 @@ if REDIS_URL:
             "KEY_PREFIX": "portcullis",
         }
     }
-    # REDIS_CHANNEL_LAYER picks the channels_redis backend; see tests/benchmarks/livechat.py
-    # and docs/livechat.md for the measurement behind the default.
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": REDIS_CHANNEL_LAYERS[
