@@ -57,6 +57,12 @@ def social_channel_enabled(provider: str, channel_id: int) -> SocialChannel | No
     return channel_enabled(model, channel_id) if model is not None else None
 
 
+def social_channel_enabled_by_id(channel_id: int) -> SocialChannel | None:
+    """As channel_enabled, for a channel known by its id only (an event's channel)."""
+    provider = SocialChannel.objects.filter(pk=channel_id).values_list("provider", flat=True).first()
+    return social_channel_enabled(provider, channel_id) if provider is not None else None
+
+
 def social_channel_for_inbox(inbox_id: int) -> SocialChannel | None:
     """The enabled channel that feeds an inbox, as its provider's model."""
     provider = (

@@ -97,12 +97,16 @@ class Refused(Exception):
 ChannelT = TypeVar("ChannelT", bound=SocialChannel)
 
 
+def _hook_detail(request: HttpRequest, channel_id: int, provider: str, reason: str) -> dict[str, object]:
+    return {"provider": provider, "channel_id": channel_id, "path": request.path[:200], "reason": reason}
+
+
 def _refuse(request: HttpRequest, channel_id: int, provider: str, reason: str) -> NoReturn:
     security_event_record(
         kind=Kind.WEBHOOK_REFUSED,
         request=request,
         severity=Severity.WARNING,
-        detail={"provider": provider, "channel_id": channel_id, "path": request.path[:200], "reason": reason},
+        detail=_hook_detail(request, channel_id, provider, reason),
     )
     raise Refused
 
@@ -128,10 +132,7 @@ def _verdict(channel: SocialChannel, problem: str | None, request: HttpRequest) 
         request=request,
         severity=Severity.WARNING,
         detail={
-            "provider": channel.provider,
-            "channel_id": channel.pk,
-            "path": request.path[:200],
-            "reason": problem,
+            **_hook_detail(request, channel.pk, channel.provider, problem),
             "mode": VerificationMode.MONITOR,
         },
     )
@@ -279,8 +280,7 @@ def inbound_events_drain(*, channel_id: int, now: datetime | None = None) -> Dra
     due = selectors.inbound_events_due(channel_id, now=now, limit=PROCESS_BATCH)
     if not due:
         return result
-    provider = SocialChannel.objects.filter(pk=channel_id).values_list("provider", flat=True).first() or ""
-    channel = selectors.social_channel_enabled(provider, channel_id)
+    channel = selectors.social_channel_enabled_by_id(channel_id)
     if channel is None:
         InboundEvent.objects.filter(pk__in=[pk for pk, _ in due], status=EventStatus.RECEIVED).update(
             status=EventStatus.FAILED,
@@ -417,11 +417,21 @@ def _media_fetch_all(
     then the message is stored with a note instead of its media."""
     fetched: dict[str, FetchedMedia] = {}
     wanted: list[MediaRef] = []
+    with_media = [item for item in parsed if isinstance(item, InboundText) and item.media]
+    # Messages already stored (a replay) need no download: one query for the whole event.
+    stored = (
+        set(
+            Message.objects.filter(
+                inbox_id=channel.inbox_id,
+                provider_message_id__in=[item.provider_message_id for item in with_media],
+            ).values_list("provider_message_id", flat=True)
+        )
+        if with_media
+        else set()
+    )
     for item in parsed:
         if isinstance(item, InboundText) and item.media:
-            if not Message.objects.filter(
-                inbox_id=channel.inbox_id, provider_message_id=item.provider_message_id
-            ).exists():
+            if item.provider_message_id not in stored:
                 wanted += item.media
         elif isinstance(item, CallEvent) and item.recording_url and isinstance(channel, TwilioChannel):
             wanted.append(
@@ -567,8 +577,12 @@ def _status_apply(channel: SocialChannel, item: StatusChange) -> bool:
                 delivery_status__in=[Delivered.SENT, Delivered.DELIVERED],
             )
         )
+        # One UPDATE for the whole watermark, however many messages it covers.
+        Message.objects.filter(pk__in=[read.pk for read in messages]).update(
+            delivery_status=item.status, delivery_detail=""
+        )
         for read in messages:
-            _delivery_set(read, item.status, "")
+            _delivery_publish(read, item.status)
         return True
     message = outbound.filter(provider_message_id=item.provider_message_id).first()
     if message is None:
@@ -583,6 +597,10 @@ def _delivery_set(message: Message, status: str, detail: str, provider_id: str |
     if provider_id is not None:
         fields["provider_message_id"] = provider_id
     Message.objects.filter(pk=message.pk).update(**fields)
+    _delivery_publish(message, status)
+
+
+def _delivery_publish(message: Message, status: str) -> None:
     events.publish_after_commit(
         inbox_id=message.inbox_id,
         event="message.delivery",

@@ -375,3 +375,45 @@ def test_give_up_and_retry_note(
     assert message.delivery_status == Message.DeliveryStatus.FAILED
     assert message.delivery_detail.startswith("Gave up after retries")
     assert message.text == "We are on it."
+
+
+def test_messenger_read_watermark_marks_every_earlier_reply_read(
+    client: Client, meta_channel: Callable[..., MetaChannel]
+) -> None:
+    channel = meta_channel(ChannelKind.MESSENGER)
+    conversation = conversation_with(channel.inbox, "6789012345")
+    replies = [
+        Message.objects.create(
+            conversation=conversation,
+            inbox=channel.inbox,
+            direction=Message.Direction.OUTBOUND,
+            text=f"Reply {n}",
+            provider_message_id=f"m_out{n}",
+            delivery_status=status,
+        )
+        for n, status in enumerate([Message.DeliveryStatus.SENT, Message.DeliveryStatus.DELIVERED])
+    ]
+    watermark = int(timezone.now().timestamp() * 1000) + 1000
+    meta_post(
+        client,
+        channel,
+        {
+            "object": "page",
+            "entry": [
+                {
+                    "id": channel.account_id,
+                    "messaging": [
+                        {
+                            "sender": {"id": "6789012345"},
+                            "recipient": {"id": channel.account_id},
+                            "read": {"watermark": watermark},
+                        }
+                    ],
+                }
+            ],
+        },
+    )
+    drain(channel)
+    assert {m.delivery_status for m in Message.objects.filter(pk__in=[r.pk for r in replies])} == {
+        Message.DeliveryStatus.READ
+    }
