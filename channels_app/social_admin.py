@@ -24,6 +24,7 @@ from channels_app.models import (
 )
 from channels_app.provider_http import ProviderError
 from channels_app.providers import twilio
+from inbox.admin import InboxScopedAdminMixin
 
 SECRET_HELP = "Stored encrypted and never shown again. Leave empty to keep the current one."  # noqa: S105
 MONITOR_WARNING = (
@@ -153,21 +154,19 @@ class SocialChannelAdmin(admin.ModelAdmin[Any]):
         base = obj.public_base_url.rstrip("/") or "https://<public address>"
         return base + obj.webhook_path()
 
-    def change_view(
+    def render_change_form(
         self,
         request: HttpRequest,
-        object_id: str,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
         form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
+        obj: SocialChannel | None = None,
     ) -> HttpResponse:
-        channel = self.get_object(request, object_id)
-        if (
-            channel is not None
-            and channel.verification_mode == VerificationMode.MONITOR
-            and request.method == "GET"
-        ):
+        # The object the view already loaded: no second query for the warning.
+        if obj is not None and obj.verification_mode == VerificationMode.MONITOR and request.method == "GET":
             messages.warning(request, MONITOR_WARNING)
-        return super().change_view(request, object_id, form_url, extra_context)
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
@@ -251,7 +250,7 @@ class TwilioChannelAdmin(SocialChannelAdmin):
 
 
 @admin.register(InboundEvent)
-class InboundEventAdmin(admin.ModelAdmin[InboundEvent]):
+class InboundEventAdmin(InboxScopedAdminMixin, admin.ModelAdmin[InboundEvent]):
     """Deliveries as stored. Nothing is added or deleted here: only looked at and retried."""
 
     list_display = [
@@ -266,6 +265,7 @@ class InboundEventAdmin(admin.ModelAdmin[InboundEvent]):
     ]
     list_filter = ["status", "verified", "endpoint"]
     list_select_related = ("channel", "channel__inbox")
+    inbox_path = "channel__inbox"
     search_fields = ("event_key",)
     date_hierarchy = "received_at"
     actions = ("retry",)
@@ -308,10 +308,11 @@ class InboundEventAdmin(admin.ModelAdmin[InboundEvent]):
 
 
 @admin.register(CallRecord)
-class CallRecordAdmin(admin.ModelAdmin[CallRecord]):
+class CallRecordAdmin(InboxScopedAdminMixin, admin.ModelAdmin[CallRecord]):
     list_display = ["created_at", "channel", "caller", "call_status", "answered", "duration_seconds"]
     list_filter = ["answered", "call_status"]
     list_select_related = ("channel", "channel__inbox")
+    inbox_path = "channel__inbox"
     search_fields = ("caller", "call_sid")
     fields = (
         "channel",

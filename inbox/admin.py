@@ -38,6 +38,18 @@ from inbox.models import (
 from inbox.policy import AccessContext, Action
 
 
+class InboxScopedAdminMixin:
+    """For rows that belong to an inbox (raw mail, webhook deliveries, call records): the
+    admin lists only those of inboxes the policy lets the viewer see, as for conversations.
+    A Django model permission opens the page; it does not open every segment's data."""
+
+    inbox_path = "inbox"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        inboxes = policy.visible_inboxes(AccessContext.from_request(request))
+        return super().get_queryset(request).filter(**{f"{self.inbox_path}__in": inboxes})  # type: ignore[misc]
+
+
 class GrantStateFilter(admin.SimpleListFilter):
     title = "state"
     parameter_name = "state"

@@ -24,13 +24,19 @@ from tests.channels.social.conftest import (
     meta_post,
     whatsapp_text,
 )
+from tests.inbox.conftest import grant_inbox
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def supervisor_client(make_user: Callable[..., Any], verified_client: Callable[[Any], Client]) -> Client:
-    return verified_client(make_user(roles.SUPERVISOR, is_staff=True))
+def supervisor(make_user: Callable[..., Any]) -> Any:
+    return make_user(roles.SUPERVISOR, is_staff=True)
+
+
+@pytest.fixture
+def supervisor_client(supervisor: Any, verified_client: Callable[[Any], Client]) -> Client:
+    return verified_client(supervisor)
 
 
 def raw_column(table: str, column: str, pk: int) -> str:
@@ -151,21 +157,40 @@ def test_telegram_secrets_write_only_and_register_action(
 
 
 def test_inbound_event_list_in_constant_queries(
-    supervisor_client: Client, client: Client, meta_channel: Callable[..., MetaChannel]
+    supervisor: Any, supervisor_client: Client, client: Client, meta_channel: Callable[..., MetaChannel]
 ) -> None:
     channel = meta_channel()
+    grant_inbox(channel.inbox, supervisor, perms=("view_inbox",))
 
     def listing_queries() -> int:
         with CaptureQueriesContext(connection) as queries:
-            assert supervisor_client.get("/admin/channels_app/inboundevent/").status_code == 200
+            response = supervisor_client.get("/admin/channels_app/inboundevent/")
+            assert response.status_code == 200
+        assert response.context["cl"].result_count == InboundEvent.objects.count()
         return len(queries)
 
     meta_post(client, channel, whatsapp_text(channel, wamid="wamid.L0"))
+    listing_queries()  # warm: the policy looks its permission ids up once per process
     few = listing_queries()
     for i in range(1, 15):
         meta_post(client, channel, whatsapp_text(channel, wamid=f"wamid.L{i}"))
     assert InboundEvent.objects.count() == 15
     assert listing_queries() == few
+
+
+def test_inbound_events_are_listed_only_for_the_viewers_inboxes(
+    supervisor: Any, supervisor_client: Client, client: Client, meta_channel: Callable[..., MetaChannel]
+) -> None:
+    seen, unseen = meta_channel(), meta_channel()
+    grant_inbox(seen.inbox, supervisor, perms=("view_inbox",))
+    meta_post(client, seen, whatsapp_text(seen, wamid="wamid.S0"))
+    meta_post(client, unseen, whatsapp_text(unseen, wamid="wamid.U0"))
+    response = supervisor_client.get("/admin/channels_app/inboundevent/")
+    listed = {event.channel_id for event in response.context["cl"].result_list}
+    assert listed == {seen.pk}
+    other = InboundEvent.objects.get(channel=unseen)
+    # Another segment's delivery is "not found", as its conversations are.
+    assert supervisor_client.get(f"/admin/channels_app/inboundevent/{other.pk}/change/").status_code == 302
 
 
 def test_channel_list_in_constant_queries(
