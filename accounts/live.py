@@ -8,14 +8,11 @@ anything. The request goes out after the commit, so the sockets see the new stat
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.db import transaction
 
-logger = logging.getLogger(__name__)
+from inbox.events import send_to_groups
 
 RECHECK_MESSAGE = {"type": "access.recheck"}
 
@@ -26,22 +23,9 @@ def user_group(user_id: int) -> str:
 
 def sockets_recheck(*, user_ids: Iterable[int]) -> None:
     """After the current transaction commits, make the users' open sockets verify again."""
-    targets = sorted(set(user_ids))
-    if not targets:
+    groups = [user_group(user_id) for user_id in sorted(set(user_ids))]
+    if not groups:
         return
-
-    async def fan_out() -> None:
-        layer = get_channel_layer()
-        if layer is None:
-            return
-        for user_id in targets:
-            await layer.group_send(user_group(user_id), dict(RECHECK_MESSAGE))
-
-    def send() -> None:
-        try:
-            async_to_sync(fan_out)()
-        except Exception:
-            # The sockets' own deadline timers and periodic sweep still catch the change.
-            logger.warning("socket re-check for %d user(s) not delivered", len(targets), exc_info=True)
-
-    transaction.on_commit(send)
+    # Not delivered is logged by the sender; the sockets' own deadline timers and periodic
+    # sweep still catch the change.
+    transaction.on_commit(lambda: send_to_groups(groups, dict(RECHECK_MESSAGE)))

@@ -443,17 +443,23 @@ def visitor_upload_receive(
         path = default_storage.save(path, ContentFile(content))
     with transaction.atomic():
         message = _store(visitor, origin, text, provider_id)
-        if not message.attachments.exists():
-            Attachment.objects.create(
-                message=message,
-                file=path,
-                filename=filename,
-                content_type=content_type,
-                size=len(content),
-                sha256=digest,
-            )
-    message = Message.objects.prefetch_related("attachments").get(pk=message.pk)
-    return {**selectors.message_payload(message), "conversation_id": message.conversation_id}
+        # A resend of the same client id finds its message, and the file, already stored.
+        attachments = list(message.attachments.all())
+        if not attachments:
+            attachments = [
+                Attachment.objects.create(
+                    message=message,
+                    file=path,
+                    filename=filename,
+                    content_type=content_type,
+                    size=len(content),
+                    sha256=digest,
+                )
+            ]
+    return {
+        **selectors.message_payload(message, attachments=attachments),
+        "conversation_id": message.conversation_id,
+    }
 
 
 # --- Agents' replies --------------------------------------------------------------------
@@ -501,21 +507,15 @@ def livechat_reply_send(message_id: int) -> None:
             )
 
 
-def agent_typing_relay(*, conversation_id: int, inbox_id: int, agent_name: str) -> None:
+def agent_typing_relay(*, conversation: Conversation, agent_name: str) -> None:
     """Show the visitor that an agent is typing (the caller has checked the agent may reply)."""
-    conversation = Conversation.objects.filter(pk=conversation_id, inbox_id=inbox_id).first()
-    if conversation is None:
-        return
     events.send_to_groups(
         selectors.visitor_groups_of(conversation), {"type": "livechat.typing", "name": agent_name}
     )
 
 
-def agent_read_relay(*, conversation_id: int, up_to_message_id: int) -> None:
+def agent_read_relay(*, conversation: Conversation, up_to_message_id: int) -> None:
     """Tell the visitor their messages were read (the caller has checked the agent's access)."""
-    conversation = Conversation.objects.filter(pk=conversation_id).first()
-    if conversation is None:
-        return
     events.send_to_groups(
         selectors.visitor_groups_of(conversation), {"type": "livechat.read", "up_to": up_to_message_id}
     )

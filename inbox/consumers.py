@@ -153,9 +153,7 @@ def typing_frame(ctx: AccessContext, content: dict[str, Any]) -> dict[str, Any]:
         # channels_app builds on inbox: imported where it is needed, not at load time.
         from channels_app import livechat
 
-        livechat.agent_typing_relay(
-            conversation_id=conversation.pk, inbox_id=conversation.inbox_id, agent_name=ctx.user.first_name
-        )
+        livechat.agent_typing_relay(conversation=conversation, agent_name=ctx.user.first_name)
     return {
         "event": "typing",
         "inbox_id": conversation.inbox_id,
@@ -178,7 +176,7 @@ def read_frame(ctx: AccessContext, content: dict[str, Any]) -> None:
     if count and conversation.inbox.channel_kind == ChannelKind.LIVECHAT:
         from channels_app import livechat
 
-        livechat.agent_read_relay(conversation_id=conversation.pk, up_to_message_id=message_id)
+        livechat.agent_read_relay(conversation=conversation, up_to_message_id=message_id)
 
 
 def presence_frame(ctx: AccessContext, content: dict[str, Any]) -> presence.Presence | None:
