@@ -33,9 +33,8 @@ from inbox.models import (
     Note,
 )
 from inbox.policy import AccessContext, Action
-from inbox.selectors import ConversationFilters, Cursor, InvalidFilter
+from inbox.selectors import MAX_BIGINT, ConversationFilters
 
-MAX_ID = 2**63 - 1  # PostgreSQL bigint: a larger id is refused before it reaches the database
 MAX_PAGE_SIZE = 100
 
 
@@ -219,7 +218,8 @@ class TextSerializer(serializers.Serializer[Any]):
 
 
 class ConversationQuerySerializer(serializers.Serializer[Any]):
-    inbox = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
+    # Ids beyond bigint are refused here: PostgreSQL would fail on them, not answer empty.
+    inbox = serializers.IntegerField(required=False, min_value=1, max_value=MAX_BIGINT)
     status = serializers.CharField(
         required=False,
         max_length=100,
@@ -229,13 +229,14 @@ class ConversationQuerySerializer(serializers.Serializer[Any]):
     q = serializers.CharField(
         required=False, allow_blank=True, max_length=selectors.MAX_SEARCH_LENGTH, help_text="Message text."
     )
+    # Decoded, and refused as 400 when not valid, by the selector.
     cursor = serializers.CharField(required=False, max_length=200, help_text="From the `next` link.")
     limit = serializers.IntegerField(required=False, min_value=1, max_value=MAX_PAGE_SIZE)
 
     def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
         # Added here, not declared: `label` is also the name of a Field attribute.
         fields = super().get_fields()
-        fields["label"] = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
+        fields["label"] = serializers.IntegerField(required=False, min_value=1, max_value=MAX_BIGINT)
         return fields
 
     def validate_status(self, value: str) -> tuple[str, ...]:
@@ -244,13 +245,6 @@ class ConversationQuerySerializer(serializers.Serializer[Any]):
         if not statuses or unknown:
             raise serializers.ValidationError(f"Unknown status {', '.join(unknown) or '(none)'}.")
         return statuses
-
-    def validate_cursor(self, value: str) -> str:
-        # Decoding checks the cursor like any input; re-encoding normalises it to UTC.
-        try:
-            return Cursor.decode(value).encode()
-        except InvalidFilter as error:
-            raise serializers.ValidationError("The page cursor is not valid.") from error
 
     def filters(self) -> ConversationFilters:
         data = self.validated_data
@@ -311,14 +305,30 @@ class ConversationDetailView(APIView):
         return Response(ConversationSerializer(conversation).data)
 
 
+def _thread_items(request: Request, conversation_id: int, kind: str) -> list[Any]:
+    """The conversation's messages or its notes ("message" | "note"), in thread order."""
+    conversation = policy.access_conversation(_context(request), conversation_id)
+    return [
+        entry.item for entry in selectors.conversation_thread(conversation=conversation) if entry.kind == kind
+    ]
+
+
+def _text_for_conversation(request: Request, conversation_id: int) -> tuple[AccessContext, Conversation, str]:
+    """The caller, the conversation they may reply in, and the text they posted to it."""
+    ctx = _context(request)
+    # Authorise before reading the body: an outsider learns nothing from a 400.
+    conversation = policy.access_conversation(ctx, conversation_id, Action.REPLY)
+    body = TextSerializer(data=request.data)
+    body.is_valid(raise_exception=True)
+    return ctx, conversation, body.validated_data["text"]
+
+
 class ConversationMessagesView(APIView):
     @extend_schema(
         operation_id="conversations_messages_list", responses={200: MessageListSerializer, **ERRORS}
     )
     def get(self, request: Request, conversation_id: int) -> Response:
-        conversation = policy.access_conversation(_context(request), conversation_id)
-        thread = selectors.conversation_thread(conversation=conversation)
-        messages = [entry.item for entry in thread if entry.kind == "message"]
+        messages = _thread_items(request, conversation_id, "message")
         return Response(MessageListSerializer({"results": messages}).data)
 
     @extend_schema(
@@ -328,23 +338,15 @@ class ConversationMessagesView(APIView):
         description="Reply to the contact: the message is queued for its channel to send.",
     )
     def post(self, request: Request, conversation_id: int) -> Response:
-        ctx = _context(request)
-        # Authorise before reading the body: an outsider learns nothing from a 400.
-        conversation = policy.access_conversation(ctx, conversation_id, Action.REPLY)
-        body = TextSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        message = services.conversation_reply(
-            ctx=ctx, conversation=conversation, text=body.validated_data["text"]
-        )
+        ctx, conversation, text = _text_for_conversation(request, conversation_id)
+        message = services.conversation_reply(ctx=ctx, conversation=conversation, text=text)
         return Response(MessageSerializer(message).data, status=status.HTTP_201_CREATED)
 
 
 class ConversationNotesView(APIView):
     @extend_schema(operation_id="conversations_notes_list", responses={200: NoteListSerializer, **ERRORS})
     def get(self, request: Request, conversation_id: int) -> Response:
-        conversation = policy.access_conversation(_context(request), conversation_id)
-        thread = selectors.conversation_thread(conversation=conversation)
-        notes = [entry.item for entry in thread if entry.kind == "note"]
+        notes = _thread_items(request, conversation_id, "note")
         return Response(NoteListSerializer({"results": notes}).data)
 
     @extend_schema(
@@ -354,11 +356,8 @@ class ConversationNotesView(APIView):
         description="Add an internal note; it is never sent to the contact.",
     )
     def post(self, request: Request, conversation_id: int) -> Response:
-        ctx = _context(request)
-        conversation = policy.access_conversation(ctx, conversation_id, Action.REPLY)
-        body = TextSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        note = services.note_add(ctx=ctx, conversation=conversation, text=body.validated_data["text"])
+        ctx, conversation, text = _text_for_conversation(request, conversation_id)
+        note = services.note_add(ctx=ctx, conversation=conversation, text=text)
         return Response(NoteSerializer(note).data, status=status.HTTP_201_CREATED)
 
 

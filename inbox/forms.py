@@ -8,11 +8,9 @@ from django.http import QueryDict
 from inbox import policy
 from inbox.models import Conversation, Inbox, Label
 from inbox.policy import AccessContext
-from inbox.selectors import MAX_SEARCH_LENGTH, ConversationFilters
+from inbox.selectors import MAX_BIGINT, MAX_SEARCH_LENGTH, ConversationFilters
 from inbox.services import MAX_TEXT_LENGTH
 
-# A primary key the database can hold: anything larger is malformed, not merely absent.
-MAX_ID = 2**63 - 1
 SCOPE_CHOICES = [("mine", "Mine"), ("unassigned", "Unassigned"), ("all", "All")]
 
 
@@ -77,7 +75,8 @@ class NoteForm(forms.Form):
 
 class AssignForm(forms.Form):
     # Empty means unassign. Whether the agent may receive it is the service's decision.
-    assignee = forms.IntegerField(min_value=1, max_value=MAX_ID, required=False, label="Assign to")
+    # Beyond bigint is malformed, not merely absent.
+    assignee = forms.IntegerField(min_value=1, max_value=MAX_BIGINT, required=False, label="Assign to")
 
 
 class StatusForm(forms.Form):

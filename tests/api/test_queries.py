@@ -1,4 +1,4 @@
-"""Query-count benchmarks: the list endpoint costs the same for 5 or 500 conversations."""
+"""Query-count benchmarks: the list endpoints cost the same for 5 or 500 rows."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.models import User
-from inbox.models import Contact, Conversation, Inbox, Label, Message
+from inbox.models import Attachment, Contact, Conversation, Inbox, Label, Message, Note
 from tests.api.conftest import api_url, token_client
 from tests.inbox.conftest import Segments, grant_inbox
 
@@ -25,6 +25,9 @@ pytestmark = pytest.mark.django_db
 SESSION_LIST_QUERIES = 7
 # Token: the token with its account; then the page, the page's labels, the access events.
 TOKEN_LIST_QUERIES = 4
+# Session (3); the conversation and its view decision; the thread's messages, their
+# attachments and its notes (either list loads the whole thread); the access events.
+SESSION_THREAD_QUERIES = 9
 
 
 def add_conversations(inbox: Inbox, count: int, agent: User, label: Label) -> None:
@@ -56,9 +59,9 @@ def add_conversations(inbox: Inbox, count: int, agent: User, label: Label) -> No
     )
 
 
-def list_query_count(client: Client) -> int:
+def list_query_count(client: Client, path: str = "conversations/") -> int:
     with CaptureQueriesContext(connection) as queries:
-        response = client.get(api_url("conversations/"))
+        response = client.get(api_url(path))
     assert response.status_code == 200
     return len(queries)
 
@@ -97,3 +100,40 @@ def test_token_list_costs_the_same_for_5_and_500(
     add_conversations(segments.support, 495, segments.support_agent, label)
     many = list_query_count(client)
     assert few == many == TOKEN_LIST_QUERIES
+
+
+def add_thread_entries(conversation: Conversation, count: int, agent: User) -> None:
+    messages = Message.objects.bulk_create(
+        Message(
+            conversation=conversation,
+            inbox_id=conversation.inbox_id,
+            # Outbound rows have a sender a serializer could fetch lazily.
+            direction=Message.Direction.OUTBOUND if i % 2 else Message.Direction.INBOUND,
+            sender_user=agent if i % 2 else None,
+            text=f"entry {i}",
+            delivery_status=Message.DeliveryStatus.QUEUED if i % 2 else Message.DeliveryStatus.RECEIVED,
+        )
+        for i in range(count)
+    )
+    Attachment.objects.bulk_create(
+        Attachment(message=message, filename="a.txt", content_type="text/plain", size=1, sha256="0" * 64)
+        for message in messages[::3]
+    )
+    Note.objects.bulk_create(
+        Note(conversation=conversation, author=agent, text=f"note {i}") for i in range(count)
+    )
+
+
+@pytest.mark.parametrize("kind", ["messages", "notes"])
+def test_thread_lists_cost_the_same_for_5_and_500(
+    segments: Segments, verified_client: Any, kind: str
+) -> None:
+    conversation = segments.support_conversations[0]
+    client = verified_client(segments.support_agent)
+    path = f"conversations/{conversation.pk}/{kind}/"
+    add_thread_entries(conversation, 5, segments.support_agent)
+    client.get(api_url(path))  # the session's once-a-minute bookkeeping, out of the way
+    few = list_query_count(client, path)
+    add_thread_entries(conversation, 495, segments.support_agent)
+    many = list_query_count(client, path)
+    assert few == many == SESSION_THREAD_QUERIES
