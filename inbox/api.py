@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from django.db.models import prefetch_related_objects
 from django.http import HttpRequest
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -290,8 +289,6 @@ class ConversationListView(APIView):
             cursor=query.validated_data.get("cursor"),
             limit=query.validated_data.get("limit", selectors.PAGE_SIZE),
         )
-        # One query for every row's labels, whatever the page size.
-        prefetch_related_objects(list(page.rows), "labels")
         next_url = None
         if page.next_cursor is not None:
             next_url = replace_query_param(request.build_absolute_uri(), "cursor", page.next_cursor)

@@ -124,6 +124,8 @@ def conversation_list(
     last_message = Message.objects.filter(conversation_id=OuterRef("pk")).order_by("-created_at", "-id")
     rows = list(
         conversations.select_related("inbox", "contact", "assignee")
+        # Rows show their labels: one query for the page, not one per row.
+        .prefetch_related("labels")
         .annotate(last_message_text=Subquery(last_message.values("text")[:1]))
         .order_by("-last_activity_at", "-id")[: limit + 1]
     )

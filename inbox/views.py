@@ -13,7 +13,6 @@ from typing import Any
 
 from django import forms as django_forms
 from django.contrib import messages
-from django.db.models import prefetch_related_objects
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -56,8 +55,6 @@ def inbox_view(request: HttpRequest) -> HttpResponse:
     except selectors.InvalidFilter as error:
         form.add_error("cursor", str(error))
         return render(request, "inbox/list.html", context, status=400)
-    # The rows show their labels: one query for the page, not one per row.
-    prefetch_related_objects(list(page.rows), "labels")
     counters = selectors.conversation_counters(ctx=ctx, filters=filters)
     query = request.GET
     context.update(
