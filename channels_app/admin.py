@@ -8,7 +8,8 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
-from django.db.models import Count, Q, QuerySet
+from django.db.models import BinaryField, Count, Q, QuerySet
+from django.db.models.functions import Substr
 from django.http import HttpRequest
 
 from channels_app import services, tasks
@@ -195,7 +196,12 @@ class InboundEmailAdmin(admin.ModelAdmin[InboundEmail]):
 
     @admin.display(description="Header")
     def header_preview(self, obj: InboundEmail) -> str:
-        head = bytes(obj.raw[:HEADER_PREVIEW_BYTES])
+        # Only the first bytes leave the database, never the whole (possibly large) message.
+        head = bytes(
+            InboundEmail.objects.filter(pk=obj.pk)
+            .values_list(Substr("raw", 1, HEADER_PREVIEW_BYTES, output_field=BinaryField()), flat=True)
+            .get()
+        )
         for separator in (b"\r\n\r\n", b"\n\n"):
             if separator in head:
                 head = head.split(separator, 1)[0]

@@ -32,6 +32,8 @@ MAX_NOTES = 20
 # Longer ids are replaced by their hash: they must fit the provider id column.
 MAX_MESSAGE_ID = 250
 MAX_ADDRESS = 320
+# Ids made from a content hash are ours, not Message-IDs: never put them in headers.
+PSEUDO_ID_PREFIX = "sha256:"
 
 # Remote images are tracking beacons and a channel for exfiltration; inline images arrive
 # as attachments. Only plain web and mail links survive.
@@ -95,7 +97,7 @@ def raw_hash(raw: bytes) -> str:
 def _message_id_token(token: str) -> str:
     token = clean_text(token)
     if len(token) > MAX_MESSAGE_ID:
-        return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+        return PSEUDO_ID_PREFIX + hashlib.sha256(token.encode()).hexdigest()
     return token
 
 
@@ -109,11 +111,11 @@ def message_id_tokens(value: str) -> list[str]:
 
 
 def dedup_key(message_id: str | None, raw: bytes) -> str:
-    return f"mid:{message_id}" if message_id else f"sha256:{raw_hash(raw)}"
+    return f"mid:{message_id}" if message_id else PSEUDO_ID_PREFIX + raw_hash(raw)
 
 
 def provider_message_id(message_id: str | None, raw: bytes) -> str:
-    return message_id or f"sha256:{raw_hash(raw)}"
+    return message_id or PSEUDO_ID_PREFIX + raw_hash(raw)
 
 
 def _raw_header(msg: Message, name: str) -> str | None:

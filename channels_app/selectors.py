@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from channels_app.email_parse import subject_key
+from django.db.models import DurationField, ExpressionWrapper, F, Q
+
+from channels_app.email_parse import PSEUDO_ID_PREFIX, subject_key
 from channels_app.models import EmailChannel, InboundEmail
 from inbox.models import ChannelKind, Contact, ContactIdentity, Conversation, Inbox, Message
 
-# Pseudo ids made from a content hash are ours, not Message-IDs: never put them in headers.
-PSEUDO_ID_PREFIX = "sha256:"
 MAX_REFERENCES_OUT = 20
 
 
@@ -25,15 +25,16 @@ def email_channel_enabled(channel_id: int) -> EmailChannel | None:
 
 def email_channels_due(now: datetime) -> list[EmailChannel]:
     """Enabled channels whose interval has passed since their last poll was queued."""
-    channels = EmailChannel.objects.filter(enabled=True, inbox__channel_kind=ChannelKind.EMAIL).only(
-        "pk", "poll_interval_seconds", "poll_enqueued_at"
+    interval = ExpressionWrapper(
+        F("poll_interval_seconds") * timedelta(seconds=1), output_field=DurationField()
     )
-    return [
-        channel
-        for channel in channels
-        if channel.poll_enqueued_at is None
-        or channel.poll_enqueued_at + timedelta(seconds=channel.poll_interval_seconds) <= now
-    ]
+    next_due = F("poll_enqueued_at") + interval
+    return list(
+        EmailChannel.objects.filter(enabled=True, inbox__channel_kind=ChannelKind.EMAIL)
+        .alias(next_due=next_due)
+        .filter(Q(poll_enqueued_at__isnull=True) | Q(next_due__lte=now))
+        .only("pk", "poll_enqueued_at")
+    )
 
 
 def inbound_email_known_keys(channel: EmailChannel, keys: list[str]) -> set[str]:

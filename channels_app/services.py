@@ -68,6 +68,18 @@ class IngestResult:
     # Another worker was already working the channel; this run did nothing.
     busy: bool = False
 
+    def add(self, other: IngestResult) -> None:
+        self.stored += other.stored
+        self.duplicates += other.duplicates
+        self.imported += other.imported
+        self.quarantined += other.quarantined
+
+    def summary(self) -> str:
+        return (
+            f"stored {self.stored}, imported {self.imported}, quarantined {self.quarantined}, "
+            f"already stored {self.duplicates}"
+        )
+
 
 # PostgreSQL advisory lock namespace of email channel work ("EM").
 LOCK_NAMESPACE = 0x454D
@@ -187,14 +199,14 @@ def _fetch_batch(channel: EmailChannel, mailbox: Mailbox, uids: list[int], resul
     """Store the raw bytes of the batch's new messages; return the UIDs already stored."""
     infos = mailbox.headers(uids)
     message_ids = {info.uid: _header_message_id(info.header) for info in infos}
-    known = selectors.inbound_email_known_keys(
-        channel, [f"mid:{mid}" for mid in message_ids.values() if mid is not None]
-    )
-    known_uids = [info.uid for info in infos if f"mid:{message_ids[info.uid]}" in known]
+    # A message without a Message-ID is known only by its content, once its body is read.
+    keys = {uid: email_parse.dedup_key(mid, b"") for uid, mid in message_ids.items() if mid}
+    known = selectors.inbound_email_known_keys(channel, list(keys.values()))
+    known_uids = [info.uid for info in infos if keys.get(info.uid) in known]
     result.duplicates += len(known_uids)
-    wanted = [info for info in infos if info.uid not in known_uids]
+    wanted = [info for info in infos if keys.get(info.uid) not in known]
     oversize = [info for info in wanted if info.size > settings.EMAIL_MAX_MESSAGE_BYTES]
-    for group in _size_groups([info for info in wanted if info not in oversize]):
+    for group in _size_groups([info for info in wanted if info.size <= settings.EMAIL_MAX_MESSAGE_BYTES]):
         bodies = mailbox.bodies([info.uid for info in group])
         rows = [
             _raw_row(channel, mailbox.uidvalidity, info.uid, bodies[info.uid], message_ids[info.uid])

@@ -27,7 +27,4 @@ class Command(BaseCommand):
         if path.is_dir() and not (path / "cur").is_dir():
             raise CommandError(f"{path} is a directory but not a maildir (no cur/).")
         result = services.email_file_import(channel=channel, path=path)
-        self.stdout.write(
-            f"stored {result.stored}, imported {result.imported}, quarantined {result.quarantined}, "
-            f"already stored {result.duplicates}"
-        )
+        self.stdout.write(result.summary())

@@ -23,13 +23,7 @@ class Command(BaseCommand):
                 result = services.email_channel_poll(channel_id=channel_id)
             except MailboxError as exc:
                 raise CommandError(str(exc)) from None
-            totals.stored += result.stored
-            totals.duplicates += result.duplicates
-            totals.imported += result.imported
-            totals.quarantined += result.quarantined
+            totals.add(result)
             if not result.more:
                 break
-        self.stdout.write(
-            f"stored {totals.stored}, imported {totals.imported}, quarantined {totals.quarantined}, "
-            f"already stored {totals.duplicates}"
-        )
+        self.stdout.write(totals.summary())
