@@ -22,8 +22,6 @@ from django.conf import settings
 from django.core import signing
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.core.validators import EmailValidator
 from django.db import transaction
@@ -33,7 +31,7 @@ from channels_app import livechat_selectors as selectors
 from channels_app.models import FieldMode, LiveChatChannel, livechat_secret_default
 from inbox import events, policy
 from inbox.models import Attachment, ChannelKind, Conversation, Inbox, Message
-from inbox.services import InboundMessage, inbound_message_record
+from inbox.services import InboundMessage, attachment_file_store, inbound_message_record, message_delivery_set
 
 TOKEN_SALT = "portcullis.livechat.visitor"  # noqa: S105  # a namespace, not a secret
 MAX_TOKEN_LENGTH = 2048
@@ -436,11 +434,7 @@ def visitor_upload_receive(
     text = _clean_line(caption, limit=settings.LIVECHAT_MAX_TEXT_LENGTH) or f"Sent a file: {filename}"
     provider_id = _provider_id(visitor, client_id)
     _message_allowed(visitor, ip_address)
-    digest = hashlib.sha256(content).hexdigest()
-    # Named by content, never by the visitor: no path tricks, and a rolled-back write is reused.
-    path = f"attachments/{digest[:2]}/{digest}.{extension}"
-    if not default_storage.exists(path):
-        path = default_storage.save(path, ContentFile(content))
+    path, digest = attachment_file_store(content=content, extension=extension)
     with transaction.atomic():
         message = _store(visitor, origin, text, provider_id)
         # A resend of the same client id finds its message, and the file, already stored.
@@ -492,12 +486,7 @@ def livechat_reply_send(message_id: int) -> None:
         channel = LiveChatChannel.objects.filter(inbox_id=message.inbox_id).first()
         refusal = _reply_refusal(message, channel)
         status = Message.DeliveryStatus.FAILED if refusal else Message.DeliveryStatus.SENT
-        Message.objects.filter(pk=message.pk).update(delivery_status=status, delivery_detail=refusal or "")
-        events.publish_after_commit(
-            inbox_id=message.inbox_id,
-            event="message.delivery",
-            payload={"conversation_id": message.conversation_id, "message_id": message.pk, "status": status},
-        )
+        message_delivery_set(message=message, status=status, detail=refusal or "")
         if refusal is None:
             message.delivery_status = status
             payload = selectors.message_payload(message)

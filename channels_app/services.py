@@ -14,7 +14,6 @@ Every step picks up what an interrupted run left behind.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import mailbox as mailbox_lib
 from collections.abc import Iterator
@@ -27,8 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 from django.db import DatabaseError, DataError, IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -38,10 +35,15 @@ from channels_app import email_parse, selectors
 from channels_app.email_imap import HeaderInfo, Mailbox, MailboxError
 from channels_app.email_smtp import SendError, send
 from channels_app.models import EmailChannel, InboundEmail
-from inbox import events
 from inbox import policy as access_policy
 from inbox.models import Attachment, ChannelKind, Contact, Message
-from inbox.services import InboundMessage, contact_for_handle, inbound_message_record
+from inbox.services import (
+    InboundMessage,
+    attachment_file_store,
+    contact_for_handle,
+    inbound_message_record,
+    message_delivery_set,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -433,13 +435,8 @@ def _message_store(
 def _attachments_store(message: Message, attachments: list[email_parse.ParsedAttachment]) -> None:
     rows = []
     for attachment in attachments:
-        digest = hashlib.sha256(attachment.content).hexdigest()
         content_type, extension = email_parse.sniff(attachment.content)
-        # Named by content, never by the sender: no path tricks, and a file written by a
-        # transaction that rolled back is simply reused by the retry.
-        name = f"attachments/{digest[:2]}/{digest}.{extension}"
-        if not default_storage.exists(name):
-            name = default_storage.save(name, ContentFile(attachment.content))
+        name, digest = attachment_file_store(content=attachment.content, extension=extension)
         rows.append(
             Attachment(
                 message=message,
@@ -540,18 +537,6 @@ def _reply_refusal(message: Message, channel: EmailChannel | None) -> str | None
     return None
 
 
-def _delivery_set(message: Message, status: str, detail: str, provider_id: str | None = None) -> None:
-    fields: dict[str, object] = {"delivery_status": status, "delivery_detail": detail[:500]}
-    if provider_id is not None:
-        fields["provider_message_id"] = provider_id
-    Message.objects.filter(pk=message.pk).update(**fields)
-    events.publish_after_commit(
-        inbox_id=message.inbox_id,
-        event="message.delivery",
-        payload={"conversation_id": message.conversation_id, "message_id": message.pk, "status": status},
-    )
-
-
 def email_reply_send(*, message_id: int) -> None:
     """Send a queued email reply, once: the row stays locked while it is sent, so a second
     run of the task waits, then finds it sent. Raises SendError when worth retrying."""
@@ -571,11 +556,15 @@ def email_reply_send(*, message_id: int) -> None:
         channel = EmailChannel.objects.filter(inbox_id=message.inbox_id).first()
         refusal = _reply_refusal(message, channel)
         if refusal is not None or channel is None:
-            _delivery_set(message, Message.DeliveryStatus.FAILED, refusal or "")
+            message_delivery_set(message=message, status=Message.DeliveryStatus.FAILED, detail=refusal or "")
             return
         context = selectors.email_reply_context(message)
         if context.recipient is None:
-            _delivery_set(message, Message.DeliveryStatus.FAILED, "The contact has no email address.")
+            message_delivery_set(
+                message=message,
+                status=Message.DeliveryStatus.FAILED,
+                detail="The contact has no email address.",
+            )
             return
         email = _reply_build(message, channel, context)
         try:
@@ -583,9 +572,13 @@ def email_reply_send(*, message_id: int) -> None:
         except SendError as exc:
             if exc.transient:
                 raise
-            _delivery_set(message, Message.DeliveryStatus.FAILED, str(exc))
+            message_delivery_set(message=message, status=Message.DeliveryStatus.FAILED, detail=str(exc))
             return
-        _delivery_set(message, Message.DeliveryStatus.SENT, "", str(email["Message-ID"]).strip("<>"))
+        message_delivery_set(
+            message=message,
+            status=Message.DeliveryStatus.SENT,
+            provider_message_id=str(email["Message-ID"]).strip("<>"),
+        )
 
 
 def email_reply_give_up(*, message_id: int, reason: str) -> None:
@@ -597,7 +590,11 @@ def email_reply_give_up(*, message_id: int, reason: str) -> None:
             .first()
         )
         if message is not None:
-            _delivery_set(message, Message.DeliveryStatus.FAILED, f"Gave up after retries: {reason}")
+            message_delivery_set(
+                message=message,
+                status=Message.DeliveryStatus.FAILED,
+                detail=f"Gave up after retries: {reason}",
+            )
 
 
 # --- Secrets ----------------------------------------------------------------------------

@@ -17,7 +17,6 @@ message row carries the delivery status the conversation shows.
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
 import json
 import logging
@@ -29,8 +28,6 @@ from typing import NoReturn, TypeVar
 
 from django.conf import settings
 from django.core.cache import BaseCache, caches
-from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 from django.db import DataError, IntegrityError, InterfaceError, OperationalError, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Greatest
@@ -67,7 +64,13 @@ from channels_app.providers.common import (
 from inbox import events
 from inbox import policy as access_policy
 from inbox.models import Attachment, ChannelKind, Message
-from inbox.services import InboundMessage, inbound_message_record
+from inbox.services import (
+    InboundMessage,
+    attachment_file_store,
+    inbound_message_record,
+    message_delivery_announce,
+    message_delivery_set,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -526,12 +529,7 @@ def _attachment(ref: MediaRef, content: bytes) -> Attachment | None:
     content_type, extension = sniff(content)
     if not content_type.startswith(ALLOWED_MEDIA_PREFIXES):
         return None
-    digest = hashlib.sha256(content).hexdigest()
-    # Named by content, never by the sender: no path tricks, and a file written by a
-    # transaction that rolled back is simply reused by the retry.
-    name = f"attachments/{digest[:2]}/{digest}.{extension}"
-    if not default_storage.exists(name):
-        name = default_storage.save(name, ContentFile(content))
+    name, digest = attachment_file_store(content=content, extension=extension)
     filename = "".join(ch for ch in ref.filename if ch.isprintable() and ch not in "/\\")[:255]
     return Attachment(
         file=name,
@@ -582,30 +580,14 @@ def _status_apply(channel: SocialChannel, item: StatusChange) -> bool:
             delivery_status=item.status, delivery_detail=""
         )
         for read in messages:
-            _delivery_publish(read, item.status)
+            message_delivery_announce(message=read, status=item.status)
         return True
     message = outbound.filter(provider_message_id=item.provider_message_id).first()
     if message is None:
         return False
     if _status_moves(message.delivery_status, item.status):
-        _delivery_set(message, item.status, item.detail)
+        message_delivery_set(message=message, status=item.status, detail=item.detail)
     return True
-
-
-def _delivery_set(message: Message, status: str, detail: str, provider_id: str | None = None) -> None:
-    fields: dict[str, object] = {"delivery_status": status, "delivery_detail": detail[:500]}
-    if provider_id is not None:
-        fields["provider_message_id"] = provider_id
-    Message.objects.filter(pk=message.pk).update(**fields)
-    _delivery_publish(message, status)
-
-
-def _delivery_publish(message: Message, status: str) -> None:
-    events.publish_after_commit(
-        inbox_id=message.inbox_id,
-        event="message.delivery",
-        payload={"conversation_id": message.conversation_id, "message_id": message.pk, "status": status},
-    )
 
 
 def _call_record(channel: TwilioChannel, item: CallEvent, media: dict[str, FetchedMedia]) -> None:
@@ -767,16 +749,16 @@ def social_reply_send(*, message_id: int) -> None:
         recipient = selectors.recipient_handle(message.conversation) if channel is not None else None
         refusal = _reply_refusal(message, channel, recipient)
         if refusal is not None or channel is None or recipient is None:
-            _delivery_set(message, Delivered.FAILED, refusal or "")
+            message_delivery_set(message=message, status=Delivered.FAILED, detail=refusal or "")
             return
         try:
             provider_id = _send(channel, recipient, message.text)
         except ProviderError as exc:
             if exc.transient:
                 raise
-            _delivery_set(message, Delivered.FAILED, str(exc))
+            message_delivery_set(message=message, status=Delivered.FAILED, detail=str(exc))
             return
-        _delivery_set(message, Delivered.SENT, "", provider_id)
+        message_delivery_set(message=message, status=Delivered.SENT, provider_message_id=provider_id)
 
 
 def social_reply_retry_note(*, message_id: int, attempt: int, reason: str) -> None:
@@ -784,7 +766,9 @@ def social_reply_retry_note(*, message_id: int, attempt: int, reason: str) -> No
     with transaction.atomic():
         message = Message.objects.filter(pk=message_id, delivery_status=Delivered.QUEUED).first()
         if message is not None:
-            _delivery_set(message, Delivered.QUEUED, f"Retrying (attempt {attempt}): {reason}")
+            message_delivery_set(
+                message=message, status=Delivered.QUEUED, detail=f"Retrying (attempt {attempt}): {reason}"
+            )
 
 
 def social_reply_give_up(*, message_id: int, reason: str) -> None:
@@ -795,7 +779,9 @@ def social_reply_give_up(*, message_id: int, reason: str) -> None:
             .first()
         )
         if message is not None:
-            _delivery_set(message, Delivered.FAILED, f"Gave up after retries: {reason}")
+            message_delivery_set(
+                message=message, status=Delivered.FAILED, detail=f"Gave up after retries: {reason}"
+            )
 
 
 # --- Telegram: pull mode and webhook registration ----------------------------------------

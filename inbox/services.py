@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -184,6 +187,40 @@ def conversation_read_mark(*, ctx: AccessContext, conversation: Conversation, up
                 },
             )
     return count
+
+
+def attachment_file_store(*, content: bytes, extension: str) -> tuple[str, str]:
+    """Save an attachment's bytes under a name made from their SHA-256; returns the storage
+    path and the digest. Named by content, never by the sender: no path tricks, identical
+    files are stored once, and a file written by a transaction that rolled back is simply
+    reused by the retry."""
+    digest = hashlib.sha256(content).hexdigest()
+    path = f"attachments/{digest[:2]}/{digest}.{extension}"
+    if not default_storage.exists(path):
+        path = default_storage.save(path, ContentFile(content))
+    return path, digest
+
+
+def message_delivery_set(
+    *, message: Message, status: str, detail: str = "", provider_message_id: str | None = None
+) -> None:
+    """Record how a channel's delivery of an outbound message went, and tell the pages.
+
+    Called by the channels' send tasks, which have re-checked the message themselves.
+    """
+    fields: dict[str, object] = {"delivery_status": status, "delivery_detail": detail[:500]}
+    if provider_message_id is not None:
+        fields["provider_message_id"] = provider_message_id
+    Message.objects.filter(pk=message.pk).update(**fields)
+    message_delivery_announce(message=message, status=status)
+
+
+def message_delivery_announce(*, message: Message, status: str) -> None:
+    events.publish_after_commit(
+        inbox_id=message.inbox_id,
+        event="message.delivery",
+        payload={"conversation_id": message.conversation_id, "message_id": message.pk, "status": status},
+    )
 
 
 # --- Inbound (called by channel ingestion, which has validated its own channel) ---------
