@@ -14,6 +14,7 @@ from django.http import HttpRequest
 
 from channels_app import services, tasks
 from channels_app.models import EmailChannel, InboundEmail
+from inbox.admin import InboxScopedAdminMixin
 
 WRITE_ONLY_HELP = "Stored encrypted and never shown again. Leave empty to keep the current one."
 HEADER_PREVIEW_BYTES = 16 * 1024
@@ -151,8 +152,10 @@ class EmailChannelAdmin(admin.ModelAdmin[EmailChannel]):
 
 
 @admin.register(InboundEmail)
-class InboundEmailAdmin(admin.ModelAdmin[InboundEmail]):
+class InboundEmailAdmin(InboxScopedAdminMixin, admin.ModelAdmin[InboundEmail]):
     """Received mail as stored. Nothing is added or deleted here: only looked at and retried."""
+
+    inbox_path = "channel__inbox"
 
     list_display = ("received_at", "channel", "from_address", "subject", "status", "short_reason", "size")
     list_filter = ("status", "channel")

@@ -404,4 +404,3 @@ def access_inbox(ctx: AccessContext, inbox_id: object, action: Action = Action.V
 def access_contact(ctx: AccessContext, contact_id: object) -> Contact:
     contact: Contact = _load(ctx, Contact, contact_id, Action.VIEW)
     return contact
-

@@ -19,6 +19,7 @@ from channels_app import email_parse, services
 from channels_app.models import EmailChannel, InboundEmail
 from inbox.models import Attachment, Message
 from tests.channels.conftest import MailAccount, mail
+from tests.inbox.conftest import grant_inbox
 
 pytestmark = pytest.mark.django_db
 
@@ -261,6 +262,10 @@ def test_admin_shows_quarantine_and_retries(
 
     supervisor = make_user("Supervisor", is_staff=True)
     client = verified_client(supervisor)
+    # The quarantine shows mail of the inboxes the supervisor is granted, no other.
+    assert b"names no usable sender" not in client.get("/admin/channels_app/inboundemail/").content
+    assert client.get(f"/admin/channels_app/inboundemail/{fine.pk}/change/").status_code == 302
+    grant_inbox(channel.inbox, supervisor, perms=("view_inbox",))
     page = client.get("/admin/channels_app/inboundemail/?status__exact=quarantined")
     assert page.status_code == 200
     assert b"names no usable sender" in page.content and b"5 times" in page.content
