@@ -34,7 +34,7 @@ from django.db.models.functions import Greatest
 from django.http import HttpRequest
 from django.utils import timezone
 
-from audit.services import Kind, Severity, security_event_record
+from audit.services import Kind, Severity, client_ip, security_event_record
 from channels_app import social_selectors as selectors
 from channels_app.email_parse import sniff
 from channels_app.models import (
@@ -114,6 +114,18 @@ def _refuse(request: HttpRequest, channel_id: int, provider: str, reason: str) -
     raise Refused
 
 
+def delivery_type_refused(*, request: HttpRequest, channel_id: int, provider: str, expected: str) -> None:
+    """A POST not of the provider's content type, refused before the channel is looked up or
+    the body read: the same answer whatever the channel and signature, so it tells a caller
+    nothing. Logged with what a refusal records, but no SecurityEvent row: the caller has
+    proven nothing yet, and a row per request would let anyone fill the table."""
+    reason = f"Content-Type {(request.content_type or '')[:100]!r} is not {expected}"
+    detail = {**_hook_detail(request, channel_id, provider, reason), "ip_address": client_ip(request)}
+    logger.warning(
+        "webhook refused: %s channel %s: %s", provider, channel_id, reason, extra={"webhook": detail}
+    )
+
+
 def _channel_or_refuse(
     model: type[ChannelT], provider: str, channel_id: int, request: HttpRequest
 ) -> ChannelT:
@@ -191,14 +203,13 @@ def twilio_request_accept(
     channel_id: int,
     endpoint: str,
     body: bytes,
-    content_type: str,
     signature: str | None,
     full_path: str,
     request: HttpRequest,
 ) -> tuple[TwilioChannel, twilio.Form]:
     """Twilio signs the URL it called and the form's parameters, so the form is read first
     (400 when unreadable), then checked. Returns what the TwiML answer is made from."""
-    form = twilio.form_read(body, content_type)
+    form = twilio.form_read(body)
     channel = _channel_or_refuse(TwilioChannel, Provider.TWILIO, channel_id, request)
     url = channel.public_base_url.rstrip("/") + full_path
     problem = twilio.signature_problem(url, form, signature, channel.auth_token)
@@ -407,7 +418,7 @@ def _items(channel: SocialChannel, event: InboundEvent) -> list[Item]:
     if isinstance(channel, TelegramChannel):
         return telegram.items(telegram.update_read(body).payload)
     if isinstance(channel, TwilioChannel):
-        form = twilio.form_read(body, "application/x-www-form-urlencoded")
+        form = twilio.form_read(body)
         return twilio.items(event.endpoint, form.as_dict(), channel)
     raise Malformed(f"No reader for {channel.provider} events.")
 

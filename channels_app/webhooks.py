@@ -2,8 +2,10 @@
 
 No session reaches these views (accounts.middleware lets /hooks/ through): each delivery
 proves its origin by the provider's signature or secret instead, checked on the raw body
-before anything is stored. Refused: 403, nothing stored, a security event. Too large:
-413. Unreadable: 400. Accepted: stored durably, answered at once, processed by a task.
+before anything is stored. Not of the provider's content type: 415, before anything else
+(the channel is not looked up, the body not read), so the answer says nothing about the
+channel or the signature. Refused: 403, nothing stored, a security event. Too large: 413.
+Unreadable: 400. Accepted: stored durably, answered at once, processed by a task.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
 from channels_app import social_services
-from channels_app.models import InboundEvent
+from channels_app.models import InboundEvent, Provider
 from channels_app.providers import meta, telegram, twilio
 from channels_app.providers.common import Malformed
 from channels_app.social_services import Refused
@@ -56,24 +58,34 @@ def _plain(text: str, status: int) -> HttpResponse:
     return HttpResponse(text, status=status, content_type="text/plain; charset=utf-8")
 
 
-def _hook(view: View) -> View:
-    """The answers every provider gets for a refused, oversized or unreadable delivery."""
+def _hook(*, provider: Provider, content_type: str) -> Callable[[View], View]:
+    """The answers every provider gets for a delivery of another content type than the one
+    it posts, and for a refused, oversized or unreadable one."""
 
-    @wraps(view)
-    def wrapper(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
-        try:
-            return view(request, *args, **kwargs)
-        except Refused:
-            return _plain("Forbidden", 403)
-        except BodyTooLarge:
-            return _plain("Payload too large", 413)
-        except Malformed as exc:
-            return _plain(str(exc), 400)
+    def decorate(view: View) -> View:
+        @wraps(view)
+        def wrapper(request: HttpRequest, channel_id: int, **kwargs: object) -> HttpResponse:
+            # Other methods go on to the view's own 405 (or, for Meta's GET, carry no body).
+            if request.method == "POST" and request.content_type != content_type:
+                social_services.delivery_type_refused(
+                    request=request, channel_id=channel_id, provider=provider, expected=content_type
+                )
+                return _plain(f"Unsupported Media Type: this webhook accepts {content_type} only.", 415)
+            try:
+                return view(request, channel_id, **kwargs)
+            except Refused:
+                return _plain("Forbidden", 403)
+            except BodyTooLarge:
+                return _plain("Payload too large", 413)
+            except Malformed as exc:
+                return _plain(str(exc), 400)
 
-    return csrf_exempt(wrapper)
+        return csrf_exempt(wrapper)
+
+    return decorate
 
 
-@_hook
+@_hook(provider=Provider.META, content_type=meta.CONTENT_TYPE)
 @require_http_methods(["GET", "POST"])
 def meta_webhook(request: HttpRequest, channel_id: int) -> HttpResponse:
     if request.method == "GET":
@@ -90,7 +102,7 @@ def meta_webhook(request: HttpRequest, channel_id: int) -> HttpResponse:
     return _plain("OK", 200)
 
 
-@_hook
+@_hook(provider=Provider.TELEGRAM, content_type=telegram.CONTENT_TYPE)
 @require_POST
 def telegram_webhook(request: HttpRequest, channel_id: int) -> HttpResponse:
     social_services.telegram_update_accept(
@@ -102,7 +114,7 @@ def telegram_webhook(request: HttpRequest, channel_id: int) -> HttpResponse:
     return _plain("OK", 200)
 
 
-@_hook
+@_hook(provider=Provider.TWILIO, content_type=twilio.CONTENT_TYPE)
 @require_POST
 def twilio_webhook(request: HttpRequest, channel_id: int, hook: str) -> HttpResponse:
     endpoint = TWILIO_HOOKS.get(hook)
@@ -112,7 +124,6 @@ def twilio_webhook(request: HttpRequest, channel_id: int, hook: str) -> HttpResp
         channel_id=channel_id,
         endpoint=endpoint,
         body=_body(request),
-        content_type=request.content_type or "",
         signature=request.headers.get(twilio.SIGNATURE_HEADER),
         full_path=request.get_full_path(),
         request=request,

@@ -34,6 +34,8 @@ from channels_app.providers.common import (
 from inbox.models import Message
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
+# What Meta posts its deliveries as; anything else is refused before it is read.
+CONTENT_TYPE = "application/json"
 OBJECTS = {
     "whatsapp_business_account": MetaKind.WHATSAPP,
     "page": MetaKind.MESSENGER,

@@ -30,6 +30,8 @@ from channels_app.providers.common import (
 )
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105  # a header name, not a secret
+# What Telegram posts its updates as; anything else is refused before it is read.
+CONTENT_TYPE = "application/json"
 TEXT_LIMIT = 4096
 # Updates one getUpdates returns at most (Telegram's own maximum is 100).
 POLL_LIMIT = 100

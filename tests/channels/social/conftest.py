@@ -128,10 +128,17 @@ def meta_signature(body: bytes, secret: str = APP_SECRET) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def meta_post(client: Client, channel: MetaChannel, payload: Any, *, signature: str | None = None) -> Any:
+def meta_post(
+    client: Client,
+    channel: MetaChannel,
+    payload: Any,
+    *,
+    signature: str | None = None,
+    content_type: str = "application/json",
+) -> Any:
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     headers = {"HTTP_X_HUB_SIGNATURE_256": signature if signature is not None else meta_signature(body)}
-    return client.post(channel.webhook_path(), data=body, content_type="application/json", **headers)
+    return client.post(channel.webhook_path(), data=body, content_type=content_type, **headers)
 
 
 def twilio_post(
@@ -143,6 +150,7 @@ def twilio_post(
     token: str = AUTH_TOKEN,
     signed_url: str | None = None,
     signed_params: dict[str, str] | None = None,
+    content_type: str = "application/x-www-form-urlencoded",
 ) -> Any:
     """Signed by twilio's own RequestValidator over the public URL and the parameters."""
     path = f"{channel.webhook_path()}{hook}/"
@@ -151,17 +159,22 @@ def twilio_post(
     return client.post(
         path,
         data=urlencode(params),
-        content_type="application/x-www-form-urlencoded",
+        content_type=content_type,
         HTTP_X_TWILIO_SIGNATURE=signature,
     )
 
 
 def telegram_post(
-    client: Client, channel: TelegramChannel, update: Any, *, secret: str | None = WEBHOOK_SECRET
+    client: Client,
+    channel: TelegramChannel,
+    update: Any,
+    *,
+    secret: str | None = WEBHOOK_SECRET,
+    content_type: str = "application/json",
 ) -> Any:
     body = update if isinstance(update, bytes) else json.dumps(update).encode()
     headers = {"HTTP_X_TELEGRAM_BOT_API_SECRET_TOKEN": secret} if secret is not None else {}
-    return client.post(channel.webhook_path(), data=body, content_type="application/json", **headers)
+    return client.post(channel.webhook_path(), data=body, content_type=content_type, **headers)
 
 
 # --- Documented payload shapes -------------------------------------------------------------

@@ -193,21 +193,16 @@ def test_the_query_string_is_part_of_the_signed_url(
     assert response.status_code == 200
 
 
-@pytest.mark.parametrize(
-    ("body", "content_type"),
-    [
-        (b"From=%2B1&To=x", "application/json"),
-        (b"\xff\xfe=1", "application/x-www-form-urlencoded"),
-        (b"a=1&&b", "application/x-www-form-urlencoded"),
-        (b"From=x\x00", "application/x-www-form-urlencoded"),
-    ],
-)
+@pytest.mark.parametrize("body", [b"\xff\xfe=1", b"a=1&&b", b"From=x\x00"])
 def test_unreadable_form_is_400(
-    client: Client, twilio_channel: Callable[..., TwilioChannel], body: bytes, content_type: str
+    client: Client, twilio_channel: Callable[..., TwilioChannel], body: bytes
 ) -> None:
     channel = twilio_channel()
     response = client.post(
-        f"{channel.webhook_path()}sms/", data=body, content_type=content_type, HTTP_X_TWILIO_SIGNATURE="x"
+        f"{channel.webhook_path()}sms/",
+        data=body,
+        content_type="application/x-www-form-urlencoded",
+        HTTP_X_TWILIO_SIGNATURE="x",
     )
     assert response.status_code == 400
     assert not InboundEvent.objects.exists()
