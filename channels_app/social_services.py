@@ -8,7 +8,8 @@ Inbound runs in two steps, each committed before the next:
    is answered. Nothing else happens while the provider waits.
 2. processing (a task): the event becomes contacts, conversations, messages, attachments,
    delivery statuses and call records in the channel's inbox, idempotently. Unknown kinds
-   are kept and marked; an event that keeps failing is marked failed, never retried forever.
+   are kept and marked; an event that keeps failing is marked failed, never retried forever;
+   a status for a message we never sent is ignored after UNKNOWN_STATUS_TRIES tries.
 
 Outbound replies are sent by a task through the provider's HTTP API with retries; the
 message row carries the delivery status the conversation shows.
@@ -81,6 +82,11 @@ Delivered = Message.DeliveryStatus
 # An event whose processing was started this often without finishing is marked failed
 # instead of blocking its channel.
 MAX_PROCESS_ATTEMPTS = 5
+# A status naming no message of ours waits (the reply's send may not have committed yet);
+# after this many tries (about two minutes at the default backoff) it is taken for a
+# message we never sent, one sent from the provider's own console say, and ignored. At
+# most MAX_PROCESS_ATTEMPTS: past that an event is taken for one that kills the worker.
+UNKNOWN_STATUS_TRIES = 5
 # Events applied in one transaction: one commit (and one lock of the channel) per batch.
 PROCESS_BATCH = 200
 STALLED_AFTER = timedelta(minutes=5)
@@ -253,7 +259,6 @@ class _Prepared:
     event: InboundEvent
     items: list[Item]
     media: dict[str, FetchedMedia]
-    last_chance: bool
 
 
 def _drain_key(channel_id: int) -> str:
@@ -363,7 +368,7 @@ def _prepare(
     except ProviderError as exc:
         _retry_later(event, str(exc), result, now)
         return None
-    return _Prepared(event=event, items=items, media=media, last_chance=last_chance)
+    return _Prepared(event=event, items=items, media=media)
 
 
 def _apply_event(
@@ -378,7 +383,7 @@ def _apply_event(
         with transaction.atomic():
             outcome = Processed()
             for item in ready.items:
-                _apply(channel, item, ready.media, outcome, last_chance=ready.last_chance)
+                _apply(channel, item, ready.media, outcome, attempt=ready.event.attempts)
         if outcome.handled:
             status, reason = EventStatus.PROCESSED, "\n".join(outcome.notes + outcome.skipped)
         else:
@@ -486,7 +491,7 @@ def _apply(
     media: dict[str, FetchedMedia],
     outcome: Processed,
     *,
-    last_chance: bool,
+    attempt: int,
 ) -> None:
     if isinstance(item, Skipped):
         outcome.skipped.append(f"Skipped: {item.why}.")
@@ -496,10 +501,16 @@ def _apply(
     elif isinstance(item, StatusChange):
         if _status_apply(channel, item):
             outcome.handled += 1
-        elif not last_chance:
-            raise NotYet(f"no outbound message {item.provider_message_id or item.handle} yet")
+        elif attempt < UNKNOWN_STATUS_TRIES:
+            raise NotYet(
+                f"no outbound message {item.provider_message_id!r} yet "
+                f"(try {attempt} of {UNKNOWN_STATUS_TRIES})"
+            )
         else:
-            outcome.skipped.append(f"Skipped: a status for an unknown message {item.provider_message_id!r}.")
+            outcome.skipped.append(
+                f"Ignored: a {item.status} status for a message we never sent (none had its id after "
+                f"{UNKNOWN_STATUS_TRIES} tries): {item.provider_message_id!r}."
+            )
     elif isinstance(item, CallEvent) and isinstance(channel, TwilioChannel):
         _call_record(channel, item, media)
         outcome.handled += 1

@@ -14,14 +14,17 @@ from pytest_httpserver import HTTPServer
 
 from accounts import roles
 from audit.models import SecurityEvent
+from channels_app import social_services
 from channels_app.models import InboundEvent, MetaChannel, TelegramChannel, TelegramMode, VerificationMode
 from inbox.models import ChannelKind
 from tests.channels.social.conftest import (
     APP_SECRET,
     BOT_TOKEN,
     WEBHOOK_SECRET,
+    drain,
     make_inbox,
     meta_post,
+    whatsapp_status,
     whatsapp_text,
 )
 from tests.inbox.conftest import grant_inbox
@@ -191,6 +194,21 @@ def test_inbound_events_are_listed_only_for_the_viewers_inboxes(
     other = InboundEvent.objects.get(channel=unseen)
     # Another segment's delivery is "not found", as its conversations are.
     assert supervisor_client.get(f"/admin/channels_app/inboundevent/{other.pk}/change/").status_code == 302
+
+
+def test_an_ignored_status_shows_why_in_the_event_list(
+    supervisor: Any, supervisor_client: Client, client: Client, meta_channel: Callable[..., MetaChannel]
+) -> None:
+    channel = meta_channel()
+    grant_inbox(channel.inbox, supervisor, perms=("view_inbox",))
+    meta_post(client, channel, whatsapp_status(channel, wamid="wamid.GHOST", status="read"))
+    # Its last try: the ones before only waited for a reply that never came.
+    InboundEvent.objects.update(attempts=social_services.UNKNOWN_STATUS_TRIES - 1)
+    drain(channel)
+    response = supervisor_client.get("/admin/channels_app/inboundevent/?status=ignored")
+    [listed] = response.context["cl"].result_list
+    assert listed.status == InboundEvent.Status.IGNORED
+    assert "Ignored: a read status for a message we never sent" in response.content.decode()
 
 
 def test_channel_list_in_constant_queries(

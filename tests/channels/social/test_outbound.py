@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Callable
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -39,6 +41,7 @@ from tests.channels.social.conftest import (
     PUBLIC_BASE,
     drain,
     meta_post,
+    twilio_post,
     whatsapp_status,
 )
 from tests.inbox.conftest import ctx, grant_inbox
@@ -163,6 +166,87 @@ def test_status_for_a_reply_not_yet_committed_waits(
         delivery_status=Message.DeliveryStatus.SENT, provider_message_id="wamid.LATE"
     )
     assert drain(channel, now=event.next_attempt_at) == 1
+    message.refresh_from_db()
+    assert message.delivery_status == Message.DeliveryStatus.DELIVERED
+
+
+def _whatsapp_status(client: Client, channel: Any, provider_id: str) -> None:
+    meta_post(client, channel, whatsapp_status(channel, wamid=provider_id, status="delivered"))
+
+
+def _messenger_delivery(client: Client, channel: Any, provider_id: str) -> None:
+    now_ms = int(time.time() * 1000)
+    event = {
+        "sender": {"id": "6789012345"},
+        "recipient": {"id": channel.account_id},
+        "timestamp": now_ms,
+        "delivery": {"mids": [provider_id], "watermark": now_ms},
+    }
+    meta_post(
+        client, channel, {"object": "page", "entry": [{"id": channel.account_id, "messaging": [event]}]}
+    )
+
+
+def _twilio_status(client: Client, channel: Any, provider_id: str) -> None:
+    params = {"MessageSid": provider_id, "MessageStatus": "delivered", "AccountSid": ACCOUNT_SID}
+    twilio_post(client, channel, "sms-status", params)
+
+
+STATUS_CALLBACKS = {
+    "whatsapp": (lambda fixtures: fixtures.meta_channel(), _whatsapp_status),
+    "messenger": (lambda fixtures: fixtures.meta_channel(ChannelKind.MESSENGER), _messenger_delivery),
+    "twilio": (lambda fixtures: fixtures.twilio_channel(), _twilio_status),
+}
+
+
+@pytest.fixture(params=sorted(STATUS_CALLBACKS))
+def status_callback(request: pytest.FixtureRequest) -> tuple[Any, Callable[[Client, Any, str], None]]:
+    """A channel of the provider, and how its provider reports a message delivered."""
+    make_channel, post = STATUS_CALLBACKS[request.param]
+    fixtures = SimpleNamespace(
+        meta_channel=request.getfixturevalue("meta_channel"),
+        twilio_channel=request.getfixturevalue("twilio_channel"),
+    )
+    return make_channel(fixtures), post
+
+
+def drain_when_due(channel: Any, times: int = 1) -> InboundEvent:
+    """Drain the channel `times` times, each when its one event is due (again)."""
+    for _ in range(times):
+        drain(channel, now=InboundEvent.objects.get().next_attempt_at)
+    return InboundEvent.objects.get()
+
+
+def test_status_for_a_message_we_never_sent_is_ignored_after_bounded_tries(
+    client: Client, status_callback: tuple[Any, Callable[[Client, Any, str], None]]
+) -> None:
+    channel, post = status_callback
+    post(client, channel, "never-sent-1")
+    tries = social_services.UNKNOWN_STATUS_TRIES
+    waiting = drain_when_due(channel, tries - 1)
+    assert waiting.status == InboundEvent.Status.RECEIVED and waiting.next_attempt_at is not None
+    assert f"try {tries - 1} of {tries}" in waiting.reason
+    ignored = drain_when_due(channel)
+    assert ignored.status == InboundEvent.Status.IGNORED and ignored.attempts == tries
+    assert ignored.next_attempt_at is None and ignored.processed_at is not None
+    assert ignored.reason.startswith("Ignored: a delivered status for a message we never sent")
+    assert f"after {tries} tries" in ignored.reason and "'never-sent-1'" in ignored.reason
+    # Settled: nothing is due any more, however late the next drain.
+    assert drain(channel, now=timezone.now() + timedelta(days=1)) == 0
+
+
+def test_status_whose_reply_commits_on_the_last_try_still_applies(
+    client: Client, meta_channel: Callable[..., MetaChannel], agent: Callable[[Inbox], Any]
+) -> None:
+    channel = meta_channel()
+    message = reply(conversation_with(channel.inbox, "15551234567"), agent(channel.inbox))
+    _whatsapp_status(client, channel, "wamid.SLOW")
+    waiting = drain_when_due(channel, social_services.UNKNOWN_STATUS_TRIES - 1)
+    Message.objects.filter(pk=message.pk).update(
+        delivery_status=Message.DeliveryStatus.SENT, provider_message_id="wamid.SLOW"
+    )
+    assert drain(channel, now=waiting.next_attempt_at) == 1
+    assert InboundEvent.objects.get().status == InboundEvent.Status.PROCESSED
     message.refresh_from_db()
     assert message.delivery_status == Message.DeliveryStatus.DELIVERED
 
