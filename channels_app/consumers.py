@@ -32,6 +32,15 @@ FLOOD_STRIKES = 10
 TYPING_INTERVAL_SECONDS = 2.0
 
 
+def _frame_too_big(text: str) -> bool:
+    """The limit is in bytes, as the frame crossed the wire in UTF-8: a frame of multi-byte
+    characters can be under it in characters and several times over it in bytes."""
+    limit = settings.LIVECHAT_MAX_FRAME_BYTES
+    # Each character is at least a byte: a frame over in characters is not encoded at all.
+    # A lone surrogate cannot come off the wire, but must not make the count raise.
+    return len(text) > limit or len(text.encode("utf-8", "surrogatepass")) > limit
+
+
 class VisitorConsumer(PooledDatabaseConsumer):
     channel: LiveChatChannel | None = None
     visitor: Visitor | None = None
@@ -84,7 +93,7 @@ class VisitorConsumer(PooledDatabaseConsumer):
         if text_data is None:
             await self.close(code=1003)  # unsupported data
             return
-        if len(text_data) > settings.LIVECHAT_MAX_FRAME_BYTES:
+        if _frame_too_big(text_data):
             await self.close(code=1009)  # too big
             return
         if not self.budget.take():

@@ -204,6 +204,26 @@ async def test_oversized_frame_closes_that_socket_only(chat: Chat) -> None:
     await other.disconnect()
 
 
+async def test_frame_limit_counts_bytes_not_characters(chat: Chat, settings: Any) -> None:
+    """A euro sign is one character, and three bytes on the wire."""
+    limit = settings.LIVECHAT_MAX_FRAME_BYTES
+    big, _ = await visitor(chat.channel.key)
+    frame = '{"type": "message", "id": "aaaaaaaaaa", "text": "' + "€" * (limit // 3 + 1) + '"}'
+    assert len(frame) < limit < len(frame.encode())
+    await big.send_to(text_data=frame)
+    assert await big.receive_output(timeout=5) == {"type": "websocket.close", "code": 1009}
+    # Under the limit in bytes, the same characters go through intact.
+    fine, _ = await visitor(chat.channel.key, ip="198.51.100.9")
+    text = "€" * 1000
+    client_id = new_id()
+    await fine.send_to(
+        text_data=json.dumps({"type": "message", "id": client_id, "text": text}, ensure_ascii=False)
+    )
+    ack = await fine.receive_json_from(timeout=5)
+    assert ack["type"] == "ack" and ack["id"] == client_id and ack["message"]["text"] == text
+    await fine.disconnect()
+
+
 async def test_binary_frames_are_refused(chat: Chat) -> None:
     communicator, _ = await visitor(chat.channel.key)
     await communicator.send_to(bytes_data=b"\x00\x01")
