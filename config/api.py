@@ -1,13 +1,18 @@
 """The API's one exception handler: domain errors become consistent JSON answers.
 
 Every error body has a `detail` string; a validation error also keeps its per-field
-`errors`. Loaders' Http404 is already a JSON 404 through DRF's own handler.
+`errors`. Loaders' Http404 is already a JSON 404 through DRF's own handler; unknown paths
+under /api/ reach a catch-all view. What Django itself answers before or around DRF (a
+refused Host header, an unhandled exception) goes through the error handlers below, which
+answer JSON under /api/ and leave every other path to Django's pages.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -47,3 +52,18 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if response is not None and errors is not None:
         response.data["errors"] = errors
     return response
+
+
+API_PREFIX = "/api/"
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if request.path_info.startswith(API_PREFIX):
+        return JsonResponse({"detail": "Bad request."}, status=400)
+    return defaults.bad_request(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    if request.path_info.startswith(API_PREFIX):
+        return JsonResponse({"detail": "Server error."}, status=500)
+    return defaults.server_error(request)

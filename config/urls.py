@@ -1,8 +1,13 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView
 
 from accounts.views import health_view
+from inbox.api import UnknownEndpointView
+
+# Django's own 400 and 500 pages are HTML; under /api/ these answer JSON.
+handler400 = "config.api.bad_request"
+handler500 = "config.api.server_error"
 
 urlpatterns = [
     path("accounts/", include("accounts.urls")),
@@ -15,5 +20,8 @@ urlpatterns = [
     path("api/v1/", include("inbox.api_urls")),
     # Served with SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"]: a verified session or a token.
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    # Any other path under /api/ (one with a newline or another control character too:
+    # the pattern has no `.` that would stop there) is a JSON 404, not the site's HTML one.
+    re_path(r"^api/", UnknownEndpointView.as_view(), name="api-unknown"),
     path("", include("inbox.urls")),
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from django.http import HttpRequest
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
@@ -211,25 +211,42 @@ class ContactDetailSerializer(ContactSerializer):
 # --- Serializers (input) ----------------------------------------------------------------
 
 
+# Patterns the server applies, so that the schema states them too. Values are matched
+# after DRF trims surrounding whitespace; drf-spectacular writes \Z as the schema's `$`.
+NON_BLANK_WITHOUT_NUL = r"^[^\x00]*[^\s\x00][^\x00]*\Z"
+WITHOUT_NUL = r"^[^\x00]+\Z"
+STATUS_LIST = r"^({0})(,({0}))*\Z".format("|".join(Conversation.Status.values))
+# A cursor is unpadded URL-safe base64; whether it decodes to a position is the selector's
+# to check, which no pattern can state.
+CURSOR = r"^[A-Za-z0-9_-]+\Z"
+
+
 class TextSerializer(serializers.Serializer[Any]):
-    # The service checks the stripped length again; this refuses the obvious first.
-    text = serializers.CharField(max_length=services.MAX_TEXT_LENGTH)
+    # The service checks the stripped text again; this refuses the obvious first.
+    text = serializers.RegexField(NON_BLANK_WITHOUT_NUL, min_length=1, max_length=services.MAX_TEXT_LENGTH)
 
 
 class ConversationQuerySerializer(serializers.Serializer[Any]):
     # Ids beyond bigint are refused here: PostgreSQL would fail on them, not answer empty.
     inbox = serializers.IntegerField(required=False, min_value=1, max_value=MAX_BIGINT)
-    status = serializers.CharField(
+    status = serializers.RegexField(
+        STATUS_LIST,
         required=False,
         max_length=100,
         help_text=f"Comma-separated, of {', '.join(Conversation.Status.values)}. Default: open.",
     )
     scope = serializers.ChoiceField(choices=ConversationFilters.SCOPES, default="all")
-    q = serializers.CharField(
-        required=False, allow_blank=True, max_length=selectors.MAX_SEARCH_LENGTH, help_text="Message text."
+    q = serializers.RegexField(
+        WITHOUT_NUL,
+        required=False,
+        allow_blank=True,
+        max_length=selectors.MAX_SEARCH_LENGTH,
+        help_text="Message text.",
     )
     # Decoded, and refused as 400 when not valid, by the selector.
-    cursor = serializers.CharField(required=False, max_length=200, help_text="From the `next` link.")
+    cursor = serializers.RegexField(
+        CURSOR, required=False, max_length=200, help_text="From the `next` link, unchanged."
+    )
     limit = serializers.IntegerField(required=False, min_value=1, max_value=MAX_PAGE_SIZE)
 
     def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
@@ -239,11 +256,8 @@ class ConversationQuerySerializer(serializers.Serializer[Any]):
         return fields
 
     def validate_status(self, value: str) -> tuple[str, ...]:
-        statuses = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
-        unknown = [s for s in statuses if s not in Conversation.Status.values]
-        if not statuses or unknown:
-            raise serializers.ValidationError(f"Unknown status {', '.join(unknown) or '(none)'}.")
-        return statuses
+        # STATUS_LIST has let through only known statuses; repeats count once.
+        return tuple(dict.fromkeys(value.split(",")))
 
     def filters(self) -> ConversationFilters:
         data = self.validated_data
@@ -262,6 +276,16 @@ ERRORS = {
     404: OpenApiResponse(ErrorSerializer, description="No such object in the caller's segment."),
 }
 BAD_REQUEST = {400: OpenApiResponse(ErrorSerializer, description="Malformed or unacceptable input.")}
+
+
+def _id_parameter(name: str) -> OpenApiParameter:
+    # The URL takes any digits; an id no row can have is simply not found (404).
+    schema = {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_BIGINT}
+    return OpenApiParameter(name, schema, OpenApiParameter.PATH)
+
+
+CONVERSATION_ID = _id_parameter("conversation_id")
+CONTACT_ID = _id_parameter("contact_id")
 
 
 # --- Views ------------------------------------------------------------------------------
@@ -296,7 +320,11 @@ class ConversationListView(APIView):
 
 
 class ConversationDetailView(APIView):
-    @extend_schema(operation_id="conversations_retrieve", responses={200: ConversationSerializer, **ERRORS})
+    @extend_schema(
+        operation_id="conversations_retrieve",
+        parameters=[CONVERSATION_ID],
+        responses={200: ConversationSerializer, **ERRORS},
+    )
     def get(self, request: Request, conversation_id: int) -> Response:
         conversation = policy.access_conversation(_context(request), conversation_id)
         return Response(ConversationSerializer(conversation).data)
@@ -322,7 +350,9 @@ def _text_for_conversation(request: Request, conversation_id: int) -> tuple[Acce
 
 class ConversationMessagesView(APIView):
     @extend_schema(
-        operation_id="conversations_messages_list", responses={200: MessageListSerializer, **ERRORS}
+        operation_id="conversations_messages_list",
+        parameters=[CONVERSATION_ID],
+        responses={200: MessageListSerializer, **ERRORS},
     )
     def get(self, request: Request, conversation_id: int) -> Response:
         messages = _thread_items(request, conversation_id, "message")
@@ -330,6 +360,7 @@ class ConversationMessagesView(APIView):
 
     @extend_schema(
         operation_id="conversations_messages_create",
+        parameters=[CONVERSATION_ID],
         request=TextSerializer,
         responses={201: MessageSerializer, **BAD_REQUEST, **ERRORS},
         description="Reply to the contact: the message is queued for its channel to send.",
@@ -341,13 +372,18 @@ class ConversationMessagesView(APIView):
 
 
 class ConversationNotesView(APIView):
-    @extend_schema(operation_id="conversations_notes_list", responses={200: NoteListSerializer, **ERRORS})
+    @extend_schema(
+        operation_id="conversations_notes_list",
+        parameters=[CONVERSATION_ID],
+        responses={200: NoteListSerializer, **ERRORS},
+    )
     def get(self, request: Request, conversation_id: int) -> Response:
         notes = _thread_items(request, conversation_id, "note")
         return Response(NoteListSerializer({"results": notes}).data)
 
     @extend_schema(
         operation_id="conversations_notes_create",
+        parameters=[CONVERSATION_ID],
         request=TextSerializer,
         responses={201: NoteSerializer, **BAD_REQUEST, **ERRORS},
         description="Add an internal note; it is never sent to the contact.",
@@ -359,7 +395,11 @@ class ConversationNotesView(APIView):
 
 
 class ContactDetailView(APIView):
-    @extend_schema(operation_id="contacts_retrieve", responses={200: ContactDetailSerializer, **ERRORS})
+    @extend_schema(
+        operation_id="contacts_retrieve",
+        parameters=[CONTACT_ID],
+        responses={200: ContactDetailSerializer, **ERRORS},
+    )
     def get(self, request: Request, contact_id: int) -> Response:
         ctx = _context(request)
         contact = policy.access_contact(ctx, contact_id)
@@ -374,7 +414,7 @@ class ContactDetailView(APIView):
 class UnknownEndpointView(APIView):
     """Answers any other path under the API with a JSON 404, after authentication."""
 
-    def get(self, request: Request, unknown: str) -> Response:
+    def get(self, request: Request) -> Response:
         raise NotFound("No such API endpoint.")
 
     post = put = patch = delete = get

@@ -1,4 +1,4 @@
-from django.urls import path, re_path
+from django.urls import path
 
 from inbox import api
 
@@ -23,6 +23,6 @@ urlpatterns = [
         name="conversation-notes",
     ),
     path("contacts/<int:contact_id>/", api.ContactDetailView.as_view(), name="contact-detail"),
-    # Last: any other path (including a non-numeric id) is a JSON 404, not an HTML page.
-    re_path(r"^(?P<unknown>.*)$", api.UnknownEndpointView.as_view(), name="unknown"),
+    # Any other path, a non-numeric id among them, falls through to config.urls' /api/
+    # catch-all: a JSON 404.
 ]

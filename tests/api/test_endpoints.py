@@ -271,6 +271,8 @@ OVERFLOW_CURSOR = encoded_cursor(["9999-12-31T23:59:59-23:59", 5])
 BAD_QUERIES = [
     "status=bogus",
     "status=open,,bogus",
+    "status=open,",  # the schema's pattern: known statuses joined by commas, nothing else
+    "status=open,%20pending",
     "scope=everyone",
     "inbox=abc",
     "inbox=0",
@@ -281,6 +283,7 @@ BAD_QUERIES = [
     "q=" + "x" * 201,
     "q=a%00b",
     "cursor=@@@",
+    "cursor=" + encoded_cursor(["2026-01-01T00:00:00+00:00", 5]) + "==",  # padded: not from `next`
     "cursor=" + encoded_cursor({"a": 1}),
     "cursor=" + encoded_cursor([1, 2, 3]),
     "cursor=" + NAIVE_CURSOR,
@@ -319,6 +322,63 @@ def test_unknown_paths_and_ids_are_json_404(segments: Segments, verified_client:
     assert response.status_code == 404
     assert response["Content-Type"] == "application/json"
     assert response.json()["detail"]
+
+
+UNKNOWN_API_PATHS = [
+    "/api/v1/conversations/%00/",
+    "/api/v1/conversations/%0A/",
+    "/api/v1/conversations/1%0A/",
+    "/api/v1/contacts/%1B%7F/",
+    "/api/v1/conversations/%E2%80%A8/messages/",
+    "/api/v1/conversations/1/messages/%0D%0A",
+    "/api/",
+    "/api/v2/conversations/",
+    "/api/schema/%00",
+    "/api/%0A",
+]
+
+
+@pytest.mark.parametrize("path", UNKNOWN_API_PATHS)
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_any_unknown_path_under_the_api_is_json_404(
+    segments: Segments, verified_client: Any, path: str, method: str
+) -> None:
+    response = getattr(verified_client(segments.support_agent), method)(path)
+    assert response.status_code == 404, response.content
+    assert response.json() == {"detail": "No such API endpoint."}
+
+
+@pytest.mark.parametrize("path", UNKNOWN_API_PATHS)
+def test_unknown_paths_under_the_api_answer_anonymous_json_401(path: str) -> None:
+    response = Client().get(path)
+    assert response.status_code == 401
+    assert response.json()["detail"]
+
+
+def test_a_refused_host_is_json_400_under_the_api_only(db: Any) -> None:
+    client = Client(headers={"host": "attacker.example"})
+    response = client.get(api_url("inboxes/"))
+    assert response.status_code == 400
+    assert response.json() == {"detail": "Bad request."}
+    assert client.get("/accounts/login/").status_code == 400
+    assert "html" in client.get("/accounts/login/")["Content-Type"]
+
+
+def test_an_unhandled_error_is_json_500_under_the_api_only(
+    segments: Segments, verified_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("boom")
+
+    # The API's list and the inbox page both call it.
+    monkeypatch.setattr("inbox.selectors.conversation_list", fail)
+    client = verified_client(segments.support_agent)
+    client.raise_request_exception = False
+    response = client.get(api_url("conversations/"))
+    assert response.status_code == 500
+    assert response.json() == {"detail": "Server error."}
+    page = client.get("/")
+    assert page.status_code == 500 and "html" in page["Content-Type"]
 
 
 BAD_BODIES: list[tuple[Any, str, int]] = [

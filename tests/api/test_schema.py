@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.core.management import call_command
 from django.test import Client
+from django.utils import timezone
 from drf_spectacular.validation import validate_schema
 
 from accounts import roles
 from accounts.models import User
+from inbox.selectors import Cursor
 from tests.api.conftest import token_client
 from tests.conftest import start_session
 from tests.inbox.conftest import Segments
@@ -64,3 +67,38 @@ def test_schema_generates_without_warnings(tmp_path: Path) -> None:
     target = tmp_path / "schema.yaml"
     call_command("spectacular", "--fail-on-warn", "--validate", "--file", str(target))
     assert "/api/v1/conversations/" in target.read_text()
+
+
+def _matches(schema: dict[str, Any], value: str) -> bool:
+    return re.search(schema["pattern"], value) is not None
+
+
+def test_schema_states_what_the_server_refuses(make_user: Any, verified_client: Any) -> None:
+    schema = verified_client(make_user(roles.AGENT)).get(SCHEMA_URL, headers=JSON).json()
+    text = schema["components"]["schemas"]["Text"]["properties"]["text"]
+    assert (text["minLength"], text["maxLength"]) == (1, 20_000)
+    assert not any(_matches(text, refused) for refused in ["", " ", "\t\n", "a\x00b"])
+    assert all(_matches(text, accepted) for accepted in ["a", " a ", "two\nlines"])
+
+    listing = schema["paths"]["/api/v1/conversations/"]["get"]
+    query = {parameter["name"]: parameter["schema"] for parameter in listing["parameters"]}
+    assert _matches(query["status"], "open,resolved") and _matches(query["status"], "pending")
+    assert not any(_matches(query["status"], refused) for refused in ["", "open,", "open, pending", "bogus"])
+    assert _matches(query["cursor"], Cursor(timezone.now(), 7).encode())
+    assert not any(_matches(query["cursor"], refused) for refused in ["@@@", "abc=", "a b"])
+    search = query["q"]["oneOf"][0]
+    assert _matches(search, "printer jam") and not _matches(search, "a\x00b")
+    assert listing["responses"].keys() >= {"200", "400", "401", "403", "404"}
+
+    for path, name in [
+        ("/api/v1/conversations/{conversation_id}/", "conversation_id"),
+        ("/api/v1/contacts/{contact_id}/", "contact_id"),
+    ]:
+        (parameter,) = schema["paths"][path]["get"]["parameters"]
+        assert parameter["name"] == name and parameter["in"] == "path"
+        assert parameter["schema"] == {
+            "type": "integer",
+            "format": "int64",
+            "minimum": 1,
+            "maximum": 2**63 - 1,
+        }
