@@ -1,14 +1,30 @@
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 from django import forms
 from django.contrib.auth import authenticate
 from django.http import HttpRequest
 
+from accounts import throttle
 from accounts.models import User
+from audit.services import client_ip
 
 INVALID_CREDENTIALS = "Invalid username or password."
+
+
+class PasswordOutcome(enum.Enum):
+    ACCEPTED = "accepted"
+    REFUSED = "refused"
+    # The right password for a locked account: answered exactly like REFUSED.
+    LOCKED = "locked"
+    THROTTLED = "throttled"
+
+
+def throttled_message(seconds: int) -> str:
+    unit = "second" if seconds == 1 else "seconds"
+    return f"Too many sign-in attempts. Wait {seconds} {unit} before trying again."
 
 
 class LoginForm(forms.Form):
@@ -22,18 +38,39 @@ class LoginForm(forms.Form):
     def __init__(self, *args: Any, request: HttpRequest, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.request = request
+        # What the password step decided, for the view to act on and record; None when the
+        # fields themselves were invalid and no password was looked at.
+        self.outcome: PasswordOutcome | None = None
         self.user: User | None = None
+        self.retry_after: int | None = None
+        self.stuffing_detected = False
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
         username, password = cleaned.get("username"), cleaned.get("password")
         if username and password:
-            # ModelBackend hashes the password even for an unknown name, so an unknown
-            # user and a wrong password cost the same time and get the same message.
+            address = client_ip(self.request)
+            self.retry_after = throttle.login_retry_after(username=username, address=address)
+            if self.retry_after is not None:
+                # Refused before the password is looked at, so the answer is the same for a
+                # right and a wrong one, and for a name that exists and one that does not.
+                self.outcome = PasswordOutcome.THROTTLED
+                raise forms.ValidationError(throttled_message(self.retry_after), code="throttled")
+            # ModelBackend hashes the password even for an unknown name, and for a locked
+            # account, so neither costs a different time from a wrong password.
             user = authenticate(self.request, username=username, password=password)
             if not isinstance(user, User) or user.is_service_account:
+                self.outcome = PasswordOutcome.REFUSED
+            else:
+                self.user = user
+                self.outcome = PasswordOutcome.LOCKED if user.is_locked else PasswordOutcome.ACCEPTED
+            if self.outcome is PasswordOutcome.ACCEPTED:
+                throttle.login_success_record(username=username)
+            else:
+                # A locked account's right password counts as a failure too: if it did not,
+                # the throttle never engaging would confirm the password.
+                self.stuffing_detected = throttle.login_failure_record(username=username, address=address)
                 raise forms.ValidationError(INVALID_CREDENTIALS, code="invalid_login")
-            self.user = user
         return cleaned
 
 

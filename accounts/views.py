@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts import services
-from accounts.forms import EnrollForm, LoginForm, OTPTokenForm
+from accounts.forms import EnrollForm, LoginForm, OTPTokenForm, PasswordOutcome
 from accounts.models import User, UserSession
 from accounts.selectors import is_verified, session_list
 from audit.services import Kind, Severity, security_event_record
@@ -52,29 +52,51 @@ def login_view(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         if form.is_valid() and form.user is not None:
             user = form.user
-            if user.is_locked:
-                security_event_record(
-                    kind=Kind.LOGIN_LOCKED, request=request, user=user, severity=Severity.WARNING
-                )
-                form.add_error(None, LOCKED_MESSAGE)
-            else:
-                services.session_start(request=request, user=user)
-                security_event_record(kind=Kind.LOGIN_SUCCEEDED, request=request, user=user)
-                step = "accounts:otp" if services.has_confirmed_totp(user) else "accounts:enroll"
-                return HttpResponseRedirect(_with_next(step, _safe_next(request)))
-        elif request.POST.get("username"):
+            services.session_start(request=request, user=user)
+            security_event_record(kind=Kind.LOGIN_SUCCEEDED, request=request, user=user)
+            step = "accounts:otp" if services.has_confirmed_totp(user) else "accounts:enroll"
+            return HttpResponseRedirect(_with_next(step, _safe_next(request)))
+        username = request.POST.get("username", "")
+        if form.outcome is PasswordOutcome.THROTTLED:
+            security_event_record(
+                kind=Kind.LOGIN_THROTTLED,
+                request=request,
+                severity=Severity.WARNING,
+                username_attempted=username,
+                detail={"retry_after": form.retry_after},
+            )
+        elif form.outcome is PasswordOutcome.LOCKED:
+            # Only the audit trail learns that the password was right.
+            security_event_record(
+                kind=Kind.LOGIN_LOCKED, request=request, user=form.user, severity=Severity.WARNING
+            )
+        elif username:
             security_event_record(
                 kind=Kind.LOGIN_FAILED,
                 request=request,
                 severity=Severity.WARNING,
-                username_attempted=request.POST.get("username", ""),
+                username_attempted=username,
             )
-    return render(
+        if form.stuffing_detected:
+            security_event_record(
+                kind=Kind.CREDENTIAL_STUFFING,
+                request=request,
+                severity=Severity.CRITICAL,
+                username_attempted=username,
+                detail={
+                    "usernames": settings.LOGIN_STUFFING_USERNAMES,
+                    "window_seconds": int(settings.LOGIN_STUFFING_WINDOW.total_seconds()),
+                },
+            )
+    response = render(
         request,
         "accounts/login.html",
         {"form": form, "next": _safe_next(request)},
-        status=400 if form.errors else 200,
+        status=429 if form.retry_after is not None else 400 if form.errors else 200,
     )
+    if form.retry_after is not None:
+        response["Retry-After"] = str(form.retry_after)
+    return response
 
 
 @never_cache

@@ -15,6 +15,8 @@ class SecurityEvent(models.Model):
         LOGIN_SUCCEEDED = "login_succeeded", "Password accepted"
         LOGIN_FAILED = "login_failed", "Password refused"
         LOGIN_LOCKED = "login_locked", "Sign-in to a locked account"
+        LOGIN_THROTTLED = "login_throttled", "Sign-in refused: too many attempts"
+        CREDENTIAL_STUFFING = "credential_stuffing", "Many usernames failing from one address"
         OTP_SUCCEEDED = "otp_succeeded", "Second factor accepted"
         OTP_FAILED = "otp_failed", "Second factor refused"
         OTP_THROTTLED = "otp_throttled", "Second factor throttled"

@@ -232,6 +232,23 @@ OTP_ENROLLMENT_TTL = timedelta(minutes=15)
 STEP_UP_MAX_AGE = timedelta(minutes=5)
 BACKUP_CODE_COUNT = 10
 
+# The password step (accounts/throttle.py). Per account (every typed name, known or not)
+# and per source address: failures beyond the first *_DELAY_AFTER wait BASE_DELAY, doubled
+# after each further failure; from *_BLOCK_AFTER on, every attempt waits out BLOCK. An
+# address gets more room than an account because an office shares one. Counts are
+# forgotten FORGET_AFTER the last failure.
+LOGIN_THROTTLE_ACCOUNT_DELAY_AFTER = int(os.environ.get("LOGIN_THROTTLE_ACCOUNT_DELAY_AFTER", "5"))
+LOGIN_THROTTLE_ACCOUNT_BLOCK_AFTER = int(os.environ.get("LOGIN_THROTTLE_ACCOUNT_BLOCK_AFTER", "10"))
+LOGIN_THROTTLE_ADDRESS_DELAY_AFTER = int(os.environ.get("LOGIN_THROTTLE_ADDRESS_DELAY_AFTER", "20"))
+LOGIN_THROTTLE_ADDRESS_BLOCK_AFTER = int(os.environ.get("LOGIN_THROTTLE_ADDRESS_BLOCK_AFTER", "50"))
+LOGIN_THROTTLE_BASE_DELAY = timedelta(seconds=1)
+LOGIN_THROTTLE_BLOCK = timedelta(minutes=15)
+LOGIN_THROTTLE_FORGET_AFTER = timedelta(hours=1)
+# This many different usernames failing from one address within one window is credential
+# stuffing: one critical security event per address and window.
+LOGIN_STUFFING_USERNAMES = int(os.environ.get("LOGIN_STUFFING_USERNAMES", "10"))
+LOGIN_STUFFING_WINDOW = timedelta(minutes=15)
+
 GUARDIAN_RAISE_403 = False
 ANONYMOUS_USER_NAME = None
 
