@@ -35,10 +35,9 @@ class MailboxError(Exception):
 
 
 @dataclass(frozen=True)
-class HeaderInfo:
+class SizeInfo:
     uid: int
     size: int
-    header: bytes
 
 
 class _PinnedIMAP4(imaplib.IMAP4):
@@ -191,20 +190,18 @@ class Mailbox:
         # `n:*` always matches the highest UID, even when it is below n.
         return sorted(uid for uid in (int(x) for x in b" ".join(data or []).split()) if uid > last_uid)
 
-    def headers(self, uids: list[int]) -> list[HeaderInfo]:
-        """Size and Message-ID header of each message, to skip known ones without the body."""
+    def sizes(self, uids: list[int]) -> list[SizeInfo]:
+        """Each message's size, to batch the body fetches and leave oversized mail be."""
         with _translated("fetch"):
-            data = _ok(
-                self.conn.uid(
-                    "FETCH", uid_set(uids), "(UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])"
-                ),
-                "UID FETCH",
-            )
-        found: list[HeaderInfo] = []
-        for meta, literal in _fetch_items(data):
-            uid, size = _UID.search(meta), _SIZE.search(meta)
+            data = _ok(self.conn.uid("FETCH", uid_set(uids), "(UID RFC822.SIZE)"), "UID FETCH")
+        found: list[SizeInfo] = []
+        # No literal in this answer: each entry is one line of metadata.
+        for entry in data:
+            if not isinstance(entry, bytes):
+                continue
+            uid, size = _UID.search(entry), _SIZE.search(entry)
             if uid is not None and size is not None:
-                found.append(HeaderInfo(int(uid.group(1)), int(size.group(1)), literal))
+                found.append(SizeInfo(int(uid.group(1)), int(size.group(1))))
         return found
 
     def bodies(self, uids: list[int], *, header_only: bool = False) -> dict[int, bytes]:

@@ -14,8 +14,9 @@ import html as html_lib
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from email import policy
+from email import errors, policy
 from email.header import decode_header, make_header
+from email.headerregistry import AddressHeader, HeaderRegistry
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.utils import getaddresses
@@ -48,7 +49,9 @@ _MSGID = re.compile(r"<([^<>\s]+)>")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SUBJECT_PREFIX = re.compile(r"^\s*((re|fwd?|aw|wg|sv|vs|tr)(\[\d+\])?\s*:\s*|\[[^\]]{1,40}\]\s*)+", re.I)
 _ADDRESS = re.compile(r"^[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+$")
+_EMBEDDED_ADDRESS = re.compile(r"[^@\s<>()\[\],;:\"']+@[^@\s<>()\[\],;:\"']+")
 _parser = BytesParser(policy=policy.default)
+_address_registry = HeaderRegistry()
 
 
 class Unparseable(ValueError):
@@ -110,12 +113,11 @@ def message_id_tokens(value: str) -> list[str]:
     return [_message_id_token(token) for token in tokens]
 
 
-def dedup_key(message_id: str | None, raw: bytes) -> str:
-    return f"mid:{message_id}" if message_id else PSEUDO_ID_PREFIX + raw_hash(raw)
-
-
-def provider_message_id(message_id: str | None, raw: bytes) -> str:
-    return message_id or PSEUDO_ID_PREFIX + raw_hash(raw)
+def dedup_key(raw: bytes) -> str:
+    """What makes two stored messages the same: their bytes. A Message-ID is the sender's
+    claim, so two different mails that share one are both kept; a digest match implies
+    the same Message-ID anyway."""
+    return PSEUDO_ID_PREFIX + raw_hash(raw)
 
 
 def _raw_header(msg: Message, name: str) -> str | None:
@@ -145,24 +147,67 @@ def _message_id(msg: Message, notes: list[str]) -> str | None:
     return tokens[0] if tokens else None
 
 
-def header_message_id(header_bytes: bytes) -> str | None:
-    """The Message-ID from a header block alone, read exactly as the full parse reads it."""
-    return _message_id(_parser.parsebytes(header_bytes, headersonly=True), [])
+def _raw_values(msg: Message, name: str) -> list[str]:
+    """The header's values as they arrived, encoded words and all: the address parser
+    must see them undecoded, or an encoded word could forge the address syntax."""
+    return [str(value) for key, value in msg.raw_items() if key.lower() == name.lower()]
+
+
+def _mailbox(name: str, value: str) -> tuple[str, str]:
+    """The one address a sender header names, read by the strict parser, or Unparseable.
+
+    The structured parser (email.headerregistry) is the strict one: it marks what it had
+    to guess as a defect. A guess is where the attack hides (`victim@corp.com
+    <attacker@evil.com>` reads as the victim to one parser and as the attacker to the
+    next), so any such defect, or a lenient parser reading other addresses, refuses the
+    sender instead of picking one.
+    """
+    value = "".join(value.splitlines())  # unfolded, as the structured parser reads it
+    try:
+        header = _address_registry("from", value)
+    except Exception:  # the structured parser's known crashes on hostile input
+        raise Unparseable(f"The {name} header could not be parsed as an address.") from None
+    assert isinstance(header, AddressHeader)  # noqa: S101  # the registry's type for "from"
+    addresses = header.addresses
+    invalid = [defect for defect in header.defects if isinstance(defect, errors.InvalidHeaderDefect)]
+    if invalid:
+        raise Unparseable(f"The {name} header is malformed ({invalid[0]}): its sender cannot be trusted.")
+    if len(addresses) != 1:
+        raise Unparseable(f"The {name} header names {len(addresses)} addresses, not exactly one.")
+    address = addresses[0]
+    addr_spec = address.addr_spec.strip().lower()
+    if not _ADDRESS.match(addr_spec) or _has_surrogates(addr_spec):
+        raise Unparseable(f"The {name} header holds no usable address ({clean_text(addr_spec)[:80]!r}).")
+    lenient = [found.strip().lower() for _, found in getaddresses([value])]
+    if lenient != [addr_spec]:
+        raise Unparseable(f"The {name} header reads as different addresses to different parsers.")
+    if len(addr_spec) > MAX_ADDRESS:
+        raise Unparseable(f"The sender address is longer than {MAX_ADDRESS} characters.")
+    return addr_spec, " ".join(clean_text(address.display_name).split())
+
+
+def _has_surrogates(text: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
 
 
 def _sender(msg: Message, notes: list[str]) -> tuple[str, str]:
+    """The sender's address and a display name that does not contradict it."""
     for name in ("From", "Sender", "Reply-To", "Return-Path"):
-        value = _header(msg, name, notes)
-        if not value:
+        values = _raw_values(msg, name)
+        if not values:
             continue
-        for display_name, address in getaddresses([clean_text(value)]):
-            address = address.strip().lower()
-            if _ADDRESS.match(address):
-                if len(address) > MAX_ADDRESS:
-                    raise Unparseable(f"The sender address is longer than {MAX_ADDRESS} characters.")
-                if name != "From":
-                    notes.append(f"No usable From address; the {name} address was used.")
-                return address, " ".join(display_name.split())
+        if len(values) > 1:
+            raise Unparseable(f"The message has {len(values)} {name} headers: its sender is ambiguous.")
+        address, display_name = _mailbox(name, values[0])
+        if name != "From":
+            notes.append(f"The message has no From header; the {name} address was used.")
+        # "victim@corp.com" <attacker@evil.com> is the attacker: agents must not read the
+        # victim's address as the sender.
+        named = {found.lower() for found in _EMBEDDED_ADDRESS.findall(display_name)}
+        if named - {address}:
+            notes.append(f"The display name {display_name[:120]!r} named another address; it was dropped.")
+            display_name = ""
+        return address, display_name
     raise Unparseable("The message names no usable sender address (From, Sender, Reply-To, Return-Path).")
 
 

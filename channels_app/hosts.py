@@ -5,7 +5,9 @@ wherever it is told (SSRF into the internal network). Names are resolved and eve
 address vetted when the channel is saved and again at connect time, and the connection
 goes to the vetted address, so a DNS answer that changes in between cannot redirect it.
 Deployments that fetch mail from an internal server list its networks in
-settings.CHANNEL_ALLOW_PRIVATE_HOSTS.
+settings.CHANNEL_ALLOW_PRIVATE_HOSTS and its ports in settings.CHANNEL_ALLOW_PRIVATE_PORTS:
+a private address is allowed only on a listed port, in DEBUG too, so allowing a mail
+server's network does not also open the database, Redis or an admin port next to it.
 """
 
 from __future__ import annotations
@@ -32,12 +34,14 @@ def _allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     return [ipaddress.ip_network(entry, strict=False) for entry in settings.CHANNEL_ALLOW_PRIVATE_HOSTS]
 
 
-def address_allowed(address: IPAddress) -> bool:
+def address_allowed(address: IPAddress, port: int) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    if any(address in network for network in _allowed_networks()):
+    if address.is_global and not address.is_multicast:
         return True
-    return address.is_global and not address.is_multicast
+    return port in settings.CHANNEL_ALLOW_PRIVATE_PORTS and any(
+        address in network for network in _allowed_networks()
+    )
 
 
 def resolve(host: str, port: int) -> list[IPAddress]:
@@ -57,11 +61,12 @@ def resolve(host: str, port: int) -> list[IPAddress]:
         except (OSError, UnicodeError):
             raise HostNotAllowed(f"{host} does not resolve.") from None
         addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
-    refused = [str(a) for a in addresses if not address_allowed(a)]
+    refused = [str(a) for a in addresses if not address_allowed(a, port)]
     if refused or not addresses:
         raise HostNotAllowed(
-            f"{host} points to {', '.join(refused) or 'nothing'}: loopback, private, link-local and "
-            "reserved addresses are not allowed for channels in this deployment."
+            f"{host} points to {', '.join(refused) or 'nothing'} on port {port}: loopback, private, "
+            "link-local and reserved addresses are not allowed for channels in this deployment, "
+            "except on the networks and ports it lists."
         )
     return addresses
 

@@ -70,6 +70,10 @@ class EmailChannel(models.Model):
     uidvalidity = models.PositiveBigIntegerField(null=True, blank=True)
     last_uid = models.PositiveBigIntegerField(default=0)
     poll_enqueued_at = models.DateTimeField(null=True, blank=True)
+    # The run working the mailbox, and until when: renewed at every step, so a run whose
+    # worker died loses the channel within a lease, not at its next scheduled poll.
+    poll_lease = models.CharField(max_length=32, blank=True)
+    poll_lease_until = models.DateTimeField(null=True, blank=True)
     last_polled_at = models.DateTimeField(null=True, blank=True)
     last_error = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -114,7 +118,7 @@ class InboundEmail(models.Model):
         QUARANTINED = "quarantined", "Quarantined"
 
     channel = models.ForeignKey(EmailChannel, on_delete=models.PROTECT, related_name="inbound_emails")
-    # "mid:<Message-ID>", or "sha256:<hash of the bytes>" when there is no usable one.
+    # "sha256:<hash of the bytes>": a shared Message-ID does not make two mails one.
     dedup_key = models.CharField(max_length=300)
     uidvalidity = models.PositiveBigIntegerField(null=True, blank=True)
     uid = models.PositiveBigIntegerField(null=True, blank=True, help_text="Empty when imported from a file.")
@@ -147,6 +151,8 @@ class InboundEmail(models.Model):
                 name="inboundemail_unmarked_idx",
             ),
             models.Index(fields=["status", "-received_at"], name="inboundemail_status_idx"),
+            # A repeated fetch skips what its UID already stored.
+            models.Index(fields=["channel", "uidvalidity", "uid"], name="inboundemail_uid_idx"),
         ]
 
     def __str__(self) -> str:

@@ -45,6 +45,12 @@ def inbound_email_known_keys(channel: EmailChannel, keys: list[str]) -> set[str]
     )
 
 
+def inbound_email_stored_uids(channel: EmailChannel, uidvalidity: int, uids: list[int]) -> set[int]:
+    """Which of these UIDs (under this UIDVALIDITY) have a stored row already."""
+    stored = InboundEmail.objects.filter(channel=channel, uidvalidity=uidvalidity, uid__in=uids)
+    return {uid for uid in stored.values_list("uid", flat=True) if uid is not None}
+
+
 def inbound_emails_unmarked(channel: EmailChannel, uidvalidity: int, limit: int) -> list[tuple[int, int]]:
     """(row id, UID) of stored messages the mailbox has not been told about yet."""
     rows = (
@@ -65,30 +71,50 @@ def email_contacts_known(addresses: list[str]) -> dict[str, Contact]:
     return {identity.handle: identity.contact for identity in identities}
 
 
-def email_thread_conversation_id(
-    *, inbox: Inbox, references: list[str], contact: Contact, subject: str
-) -> int | None:
+@dataclass(frozen=True)
+class EmailThread:
+    # The conversation the email continues; None: it starts one.
+    conversation_id: int | None
+    # The conversation its references point to, not joined: the sender is not its contact.
+    refused_conversation_id: int | None = None
+
+
+def email_thread(*, inbox: Inbox, references: list[str], contact: Contact, subject: str) -> EmailThread:
     """The conversation an email continues: by its references first, else by subject, but
-    only among the same contact's open conversations (a shared subject proves nothing)."""
+    only among the sender's own conversations.
+
+    Message-IDs are no secret (every recipient of a thread has them), so a reference
+    proves nothing about the sender: an email joins the conversation it references only
+    when its sender is that conversation's contact. A shared subject proves even less, so
+    it is looked up among the same contact's open conversations only.
+    """
     if references:
-        found = dict(
-            Message.objects.filter(inbox=inbox, provider_message_id__in=references).values_list(
-                "provider_message_id", "conversation_id"
-            )
-        )
-        for reference in references:
-            if reference in found:
-                return found[reference]
+        found = {
+            provider_id: (conversation_id, contact_id)
+            for provider_id, conversation_id, contact_id in Message.objects.filter(
+                inbox=inbox, provider_message_id__in=references
+            ).values_list("provider_message_id", "conversation_id", "conversation__contact_id")
+        }
+        referenced = [found[reference] for reference in references if reference in found]
+        own = next((pk for pk, contact_id in referenced if contact_id == contact.pk), None)
+        if own is not None:
+            return EmailThread(own)
+        if referenced:
+            return EmailThread(None, refused_conversation_id=referenced[0][0])
     key = subject_key(subject)
     if not key:
-        return None
+        return EmailThread(None)
     candidates = (
         Conversation.objects.filter(inbox=inbox, contact=contact)
         .exclude(status=Conversation.Status.RESOLVED)
         .order_by("-last_activity_at")
         .values_list("pk", "subject")[:20]
     )
-    return next((pk for pk, other in candidates if subject_key(other) == key), None)
+    return EmailThread(next((pk for pk, other in candidates if subject_key(other) == key), None))
+
+
+def email_message_id_taken(*, inbox: Inbox, message_id: str) -> bool:
+    return Message.objects.filter(inbox=inbox, provider_message_id=message_id).exists()
 
 
 @dataclass(frozen=True)
@@ -114,25 +140,37 @@ def email_reply_context(message: Message) -> ReplyContext:
     ids = [provider_id for provider_id, _ in earlier if provider_id]
     inbound = [provider_id for provider_id, direction in earlier if direction == Message.Direction.INBOUND]
     references = ids if len(ids) <= MAX_REFERENCES_OUT else [ids[0], *ids[-(MAX_REFERENCES_OUT - 1) :]]
-    recipient = (
-        InboundEmail.objects.filter(
-            message__conversation_id=message.conversation_id, status=InboundEmail.Status.IMPORTED
+    return ReplyContext(
+        recipient=_reply_recipient(message),
+        in_reply_to=inbound[-1] if inbound else None,
+        references=references,
+    )
+
+
+def _reply_recipient(message: Message) -> str | None:
+    """The conversation's contact, at the email address they last wrote from.
+
+    Only the contact's own addresses qualify: whoever else got a mail into the thread
+    (before senders were checked, or by an agent's merge) is never answered.
+    """
+    addresses = list(
+        ContactIdentity.objects.filter(
+            contact__conversations__pk=message.conversation_id, channel_kind=ChannelKind.EMAIL
         )
-        .exclude(from_address="")
+        .order_by("created_at", "id")
+        .values_list("handle", flat=True)
+    )
+    if not addresses:
+        return None
+    last_used = (
+        InboundEmail.objects.filter(
+            message__conversation_id=message.conversation_id,
+            status=InboundEmail.Status.IMPORTED,
+            from_address__in=addresses,
+        )
         .order_by("-message__created_at", "-message_id")
         .values_list("from_address", flat=True)
         .first()
     )
-    if recipient is None:
-        # A conversation that did not start by email still reaches the contact's address.
-        recipient = (
-            ContactIdentity.objects.filter(
-                contact__conversations__pk=message.conversation_id, channel_kind=ChannelKind.EMAIL
-            )
-            .order_by("-created_at")
-            .values_list("handle", flat=True)
-            .first()
-        )
-    return ReplyContext(
-        recipient=recipient, in_reply_to=inbound[-1] if inbound else None, references=references
-    )
+    # A conversation that did not start by email still reaches the contact's first address.
+    return last_used or addresses[0]

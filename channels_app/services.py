@@ -8,7 +8,9 @@ point loses nothing and duplicates nothing:
 2. process: parse each stored message into a conversation message, or quarantine it;
 3. mark: only then tell the IMAP server (mark seen, or move).
 
-Every step picks up what an interrupted run left behind.
+Every step picks up what an interrupted run left behind. One run at a time works a
+channel: it holds the channel's lease and renews it at every step, so a run whose worker
+died gives the channel up within a lease.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import mailbox as mailbox_lib
+import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -26,17 +31,18 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, DataError, IntegrityError, connection, transaction
-from django.db.models import F
+from django.db import DatabaseError, DataError, IntegrityError, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from channels_app import email_parse, selectors
-from channels_app.email_imap import HeaderInfo, Mailbox, MailboxError
+from channels_app.email_imap import Mailbox, MailboxError, SizeInfo
 from channels_app.email_smtp import SendError, send
 from channels_app.models import EmailChannel, InboundEmail
+from inbox import events
 from inbox import policy as access_policy
-from inbox.models import Attachment, ChannelKind, Contact, Message
+from inbox.models import Attachment, ChannelKind, Contact, Inbox, Message, Note
 from inbox.services import (
     InboundMessage,
     attachment_file_store,
@@ -83,36 +89,60 @@ class IngestResult:
         )
 
 
-# PostgreSQL advisory lock namespace of email channel work ("EM").
-LOCK_NAMESPACE = 0x454D
-_LOCK_TRY = "SELECT pg_try_advisory_lock(%s, %s)"
-_LOCK_WAIT = "SELECT true FROM pg_advisory_lock(%s, %s)"
-_UNLOCK = "SELECT pg_advisory_unlock(%s, %s)"
+class LeaseLost(Exception):
+    """Another run took the channel over: this one stalled past its lease and stops."""
+
+
+@dataclass(frozen=True)
+class _Lease:
+    channel_id: int
+    token: str
+
+    def renew(self) -> None:
+        """Hold the channel for another lease, or raise LeaseLost. Called between steps,
+        outside any transaction, so the renewal is visible at once."""
+        if not EmailChannel.objects.filter(pk=self.channel_id, poll_lease=self.token).update(
+            poll_lease_until=_lease_end()
+        ):
+            raise LeaseLost(f"email channel {self.channel_id} was taken over by another run")
+
+
+def _lease_end() -> datetime:
+    return timezone.now() + timedelta(seconds=settings.EMAIL_POLL_LEASE_SECONDS)
+
+
+def _lease_take(channel_id: int) -> _Lease | None:
+    token = secrets.token_hex(16)
+    taken = (
+        EmailChannel.objects.filter(pk=channel_id)
+        .filter(Q(poll_lease_until__isnull=True) | Q(poll_lease_until__lt=timezone.now()))
+        .update(poll_lease=token, poll_lease_until=_lease_end())
+    )
+    return _Lease(channel_id, token) if taken else None
 
 
 @contextlib.contextmanager
-def _channel_lock(channel_id: int, *, wait: bool) -> Iterator[bool]:
-    """One worker at a time works a channel's mailbox and stored mail.
+def _channel_lease(channel_id: int, *, wait: bool) -> Iterator[_Lease | None]:
+    """One run at a time works a channel's mailbox and stored mail; None: another does.
 
-    A session-level advisory lock: it dies with a killed worker's connection, so it can
-    never be left held. The constraints still make concurrent work safe; the lock keeps
-    two workers from fetching the same mail and from waiting on each other's rows.
+    A lease on the channel row, not a session lock: it does not need one connection to
+    live as long as the run, and a run whose worker died or hangs loses it when it runs
+    out. The constraints still make two overlapping runs safe; the lease keeps them from
+    fetching the same mail.
     """
-    if connection.vendor != "postgresql":
-        yield True
-        return
-    key = [LOCK_NAMESPACE, channel_id % 2**31]
-    with connection.cursor() as cursor:
-        cursor.execute(_LOCK_WAIT if wait else _LOCK_TRY, key)
-        row = cursor.fetchone()
-    acquired = bool(row and row[0])
+    lease = _lease_take(channel_id)
+    while lease is None and wait:
+        time.sleep(1)
+        lease = _lease_take(channel_id)
     try:
-        yield acquired
+        yield lease
     finally:
-        if acquired:
-            # A lost connection has released the lock already.
-            with contextlib.suppress(DatabaseError), connection.cursor() as cursor:
-                cursor.execute(_UNLOCK, key)
+        if lease is not None:
+            # A database that is gone cannot be told; the lease then runs out by itself.
+            with contextlib.suppress(DatabaseError):
+                EmailChannel.objects.filter(pk=channel_id, poll_lease=lease.token).update(
+                    poll_lease="", poll_lease_until=None
+                )
 
 
 # --- Polling ----------------------------------------------------------------------------
@@ -126,25 +156,31 @@ def email_channel_poll(*, channel_id: int, max_messages: int | None = None) -> I
         logger.info("email poll skipped: channel %s is gone or disabled", channel_id)
         return result
     limit = max_messages or settings.EMAIL_POLL_MAX_MESSAGES
-    with _channel_lock(channel.pk, wait=False) as acquired:
-        if not acquired:
+    with _channel_lease(channel.pk, wait=False) as lease:
+        if lease is None:
             result.busy = True
             return result
-        _poll(channel, limit, result)
+        try:
+            _poll(channel, lease, limit, result)
+        except LeaseLost:
+            # Everything up to the last step is committed; the run that took over goes on.
+            logger.warning("email poll of channel %s stopped: its lease was taken over", channel.pk)
+            result.busy = True
     return result
 
 
-def _poll(channel: EmailChannel, limit: int, result: IngestResult) -> None:
+def _poll(channel: EmailChannel, lease: _Lease, limit: int, result: IngestResult) -> None:
     try:
         with Mailbox(channel) as mailbox:
             _uidvalidity_check(channel, mailbox.uidvalidity)
             # Whatever an interrupted run left half done, first.
-            _process_pending(channel, result)
+            _process_pending(channel, lease, result)
             _mark_done(channel, mailbox, [])
             uids, result.more = mailbox.uids_after(channel.last_uid, limit)
             for start in range(0, len(uids), FETCH_BATCH_SIZE):
+                lease.renew()
                 known_uids = _fetch_batch(channel, mailbox, uids[start : start + FETCH_BATCH_SIZE], result)
-                _process_pending(channel, result)
+                _process_pending(channel, lease, result)
                 _mark_done(channel, mailbox, known_uids)
     except MailboxError as exc:
         EmailChannel.objects.filter(pk=channel.pk).update(last_error=str(exc)[:500])
@@ -155,6 +191,12 @@ def _poll(channel: EmailChannel, limit: int, result: IngestResult) -> None:
 def email_polls_claim_due() -> list[int]:
     """The channels to poll now, each claimed so a second beat tick does not queue it twice."""
     now = timezone.now()
+    # A run whose worker died left its lease to run out: its channel is due at once, not
+    # after the rest of its interval. The condition is checked again on the locked row, so
+    # a run that renewed meanwhile keeps its lease.
+    EmailChannel.objects.exclude(poll_lease="").filter(poll_lease_until__lt=now).update(
+        poll_lease="", poll_lease_until=None, poll_enqueued_at=None
+    )
     claimed: list[int] = []
     for channel in selectors.email_channels_due(now):
         if EmailChannel.objects.filter(pk=channel.pk, poll_enqueued_at=channel.poll_enqueued_at).update(
@@ -184,8 +226,8 @@ def _uidvalidity_check(channel: EmailChannel, uidvalidity: int) -> None:
     channel.uidvalidity, channel.last_uid = uidvalidity, 0
 
 
-def _size_groups(infos: list[HeaderInfo]) -> Iterator[list[HeaderInfo]]:
-    group: list[HeaderInfo] = []
+def _size_groups(infos: list[SizeInfo]) -> Iterator[list[SizeInfo]]:
+    group: list[SizeInfo] = []
     total = 0
     for info in infos:
         if group and total + info.size > BATCH_BYTES:
@@ -198,27 +240,29 @@ def _size_groups(infos: list[HeaderInfo]) -> Iterator[list[HeaderInfo]]:
 
 
 def _fetch_batch(channel: EmailChannel, mailbox: Mailbox, uids: list[int], result: IngestResult) -> list[int]:
-    """Store the raw bytes of the batch's new messages; return the UIDs already stored."""
-    infos = mailbox.headers(uids)
-    message_ids = {info.uid: _header_message_id(info.header) for info in infos}
-    # A message without a Message-ID is known only by its content, once its body is read.
-    keys = {uid: email_parse.dedup_key(mid, b"") for uid, mid in message_ids.items() if mid}
-    known = selectors.inbound_email_known_keys(channel, list(keys.values()))
-    known_uids = [info.uid for info in infos if keys.get(info.uid) in known]
+    """Store the raw bytes of the batch's new messages; return the UIDs already stored.
+
+    A UID names one message while UIDVALIDITY holds, so a UID stored before (a rerun of
+    an interrupted batch) is not fetched again. Any other message is fetched and known by
+    its bytes: a Message-ID it shares with a stored one proves nothing.
+    """
+    infos = mailbox.sizes(uids)
+    stored = selectors.inbound_email_stored_uids(channel, mailbox.uidvalidity, [info.uid for info in infos])
+    known_uids = sorted(stored)
     result.duplicates += len(known_uids)
-    wanted = [info for info in infos if keys.get(info.uid) not in known]
+    wanted = [info for info in infos if info.uid not in stored]
     oversize = [info for info in wanted if info.size > settings.EMAIL_MAX_MESSAGE_BYTES]
     for group in _size_groups([info for info in wanted if info.size <= settings.EMAIL_MAX_MESSAGE_BYTES]):
         bodies = mailbox.bodies([info.uid for info in group])
         rows = [
-            _raw_row(channel, mailbox.uidvalidity, info.uid, bodies[info.uid], message_ids[info.uid])
+            _raw_row(channel, mailbox.uidvalidity, info.uid, bodies[info.uid])
             for info in group
             if info.uid in bodies
         ]
         known_uids += _raw_store(channel, rows, result)
     for info in oversize:
         header = mailbox.bodies([info.uid], header_only=True).get(info.uid, b"")
-        row = _raw_row(channel, mailbox.uidvalidity, info.uid, header, message_ids[info.uid])
+        row = _raw_row(channel, mailbox.uidvalidity, info.uid, header)
         row.size, row.truncated, row.status = info.size, True, Status.QUARANTINED
         row.reason = (
             f"The message is {info.size} bytes, over the {settings.EMAIL_MAX_MESSAGE_BYTES}-byte limit: "
@@ -234,19 +278,10 @@ def _fetch_batch(channel: EmailChannel, mailbox: Mailbox, uids: list[int], resul
     return known_uids
 
 
-def _header_message_id(header: bytes) -> str | None:
-    try:
-        return email_parse.header_message_id(header)
-    except Exception:  # hostile headers: the full parse decides later
-        return None
-
-
-def _raw_row(
-    channel: EmailChannel, uidvalidity: int | None, uid: int | None, raw: bytes, message_id: str | None
-) -> InboundEmail:
+def _raw_row(channel: EmailChannel, uidvalidity: int | None, uid: int | None, raw: bytes) -> InboundEmail:
     return InboundEmail(
         channel=channel,
-        dedup_key=email_parse.dedup_key(message_id, raw),
+        dedup_key=email_parse.dedup_key(raw),
         uidvalidity=uidvalidity,
         uid=uid,
         raw=raw,
@@ -318,8 +353,12 @@ def _claim_pending(channel: EmailChannel) -> list[int] | None:
     return claimed
 
 
-def _process_pending(channel: EmailChannel, result: IngestResult) -> None:
-    while (claimed := _claim_pending(channel)) is not None:
+def _process_pending(channel: EmailChannel, lease: _Lease, result: IngestResult) -> None:
+    while True:
+        lease.renew()
+        claimed = _claim_pending(channel)
+        if claimed is None:
+            return
         if not claimed:
             continue
         rows = list(InboundEmail.objects.filter(pk__in=claimed, status=Status.PENDING).order_by("id"))
@@ -409,7 +448,7 @@ def _message_store(
     channel: EmailChannel, parsed: email_parse.ParsedEmail, raw: bytes, contact: Contact
 ) -> Message:
     inbox = channel.inbox
-    conversation_id = selectors.email_thread_conversation_id(
+    thread = selectors.email_thread(
         inbox=inbox, references=parsed.references, contact=contact, subject=parsed.subject
     )
     recorded = inbound_message_record(
@@ -420,16 +459,44 @@ def _message_store(
             sender_name=parsed.from_name or parsed.from_address,
             text=parsed.text,
             html=parsed.html,
-            provider_message_id=email_parse.provider_message_id(parsed.message_id, raw),
+            provider_message_id=_provider_message_id(inbox, parsed, raw),
             subject=parsed.subject,
-            conversation_id=conversation_id,
+            conversation_id=thread.conversation_id,
             continue_open_conversation=False,
             contact=contact,
         )
     )
+    if recorded.created and thread.refused_conversation_id is not None:
+        _thread_refusal_note(recorded.message, parsed.from_address, thread.refused_conversation_id)
     if recorded.created and parsed.attachments:
         _attachments_store(recorded.message, parsed.attachments)
     return recorded.message
+
+
+def _provider_message_id(inbox: Inbox, parsed: email_parse.ParsedEmail, raw: bytes) -> str:
+    """The message's id in the inbox: its Message-ID, unless another mail already holds
+    that one. Then it is kept under its digest (never put in a header, so nobody threads
+    into it), instead of being taken for the one stored before."""
+    if parsed.message_id and not selectors.email_message_id_taken(inbox=inbox, message_id=parsed.message_id):
+        return parsed.message_id
+    return email_parse.dedup_key(raw)
+
+
+def _thread_refusal_note(message: Message, sender: str, refused_conversation_id: int) -> None:
+    """Tell the agents why a reply by its headers started a conversation of its own."""
+    note = Note.objects.create(
+        conversation=message.conversation,
+        text=(
+            f"Not joined to conversation #{refused_conversation_id}, which this email's "
+            f"In-Reply-To/References point to: its sender {sender} is not that conversation's "
+            "contact. Anyone who has seen a Message-ID can write those headers."
+        ),
+    )
+    events.publish_after_commit(
+        inbox_id=message.inbox_id,
+        event="note.created",
+        payload={"conversation_id": message.conversation_id, "note_id": note.pk},
+    )
 
 
 def _attachments_store(message: Message, attachments: list[email_parse.ParsedAttachment]) -> None:
@@ -461,10 +528,10 @@ def inbound_emails_retry(*, ids: list[int]) -> IngestResult:
     channel_ids = set(retried.values_list("channel_id", flat=True))
     retried.update(status=Status.PENDING, attempts=0)
     for channel in EmailChannel.objects.select_related("inbox").filter(pk__in=channel_ids):
-        with _channel_lock(channel.pk, wait=False) as acquired:
+        with _channel_lease(channel.pk, wait=False) as lease:
             # A running poll processes them itself; otherwise the next poll will.
-            if acquired:
-                _process_pending(channel, result)
+            if lease is not None:
+                _process_pending(channel, lease, result)
     return result
 
 
@@ -476,22 +543,24 @@ def email_file_import(*, channel: EmailChannel, path: Path) -> IngestResult:
         if path.is_dir()
         else mailbox_lib.mbox(path, factory=None, create=False)
     )
-    with _channel_lock(channel.pk, wait=True):
-        _file_import(channel, box, result)
+    with _channel_lease(channel.pk, wait=True) as lease:
+        assert lease is not None  # noqa: S101  # waited for
+        _file_import(channel, lease, box, result)
     return result
 
 
-def _file_import(channel: EmailChannel, box: mailbox_lib.Mailbox[Any], result: IngestResult) -> None:
+def _file_import(
+    channel: EmailChannel, lease: _Lease, box: mailbox_lib.Mailbox[Any], result: IngestResult
+) -> None:
     rows: list[InboundEmail] = []
     for key in box.iterkeys():
-        raw = box.get_bytes(key)
-        rows.append(_raw_row(channel, None, None, raw, _header_message_id(raw)))
+        rows.append(_raw_row(channel, None, None, box.get_bytes(key)))
         if len(rows) >= FETCH_BATCH_SIZE or sum(row.size for row in rows) > BATCH_BYTES:
             _raw_store(channel, rows, result)
-            _process_pending(channel, result)
+            _process_pending(channel, lease, result)
             rows = []
     _raw_store(channel, rows, result)
-    _process_pending(channel, result)
+    _process_pending(channel, lease, result)
 
 
 # --- Sending replies --------------------------------------------------------------------

@@ -317,6 +317,12 @@ if not FIELD_ENCRYPTION_KEYS and not DEBUG:
 # (CIDRs). Empty in production: a supervisor cannot point a channel into the internal
 # network (SSRF). A laptop may fetch mail from a local server.
 CHANNEL_ALLOW_PRIVATE_HOSTS = env_list("CHANNEL_ALLOW_PRIVATE_HOSTS", "127.0.0.0/8,::1/128" if DEBUG else "")
+# The only ports those networks are allowed on, in DEBUG too (e.g. "1143,1025" for a local
+# Dovecot and SMTP catcher): a listed network must not open its database or Redis port.
+CHANNEL_ALLOW_PRIVATE_PORTS = [int(port) for port in env_list("CHANNEL_ALLOW_PRIVATE_PORTS")]
+# An email poll holds its channel this long and renews the hold at every step; a poll
+# whose worker died is re-taken once it runs out (by the next beat tick, 15 s later).
+EMAIL_POLL_LEASE_SECONDS = int(os.environ.get("EMAIL_POLL_LEASE_SECONDS", "45"))
 # Larger mail keeps only its header and stays on the server; larger attachments stay in
 # the raw message.
 EMAIL_MAX_MESSAGE_BYTES = int(os.environ.get("EMAIL_MAX_MESSAGE_BYTES", str(25 * 1024 * 1024)))

@@ -196,6 +196,10 @@ def end_to_end(server_port: int, username: str, password: str, count: int) -> di
     from config.celery import app
     from inbox.models import Inbox, Message
 
+    # Loopback is allowed on the benchmark's own servers' ports only, as in a deployment;
+    # the worker process reads it from its environment.
+    settings.CHANNEL_ALLOW_PRIVATE_PORTS = [server_port, 25]
+    os.environ["CHANNEL_ALLOW_PRIVATE_PORTS"] = f"{server_port},25"
     inbox = Inbox.objects.create(name="Benchmark mail", channel_kind="email")
     channel = EmailChannel.objects.create(
         inbox=inbox,

@@ -208,6 +208,11 @@ class Dovecot:
         subprocess.run(["doveadm", "-c", str(self.config), *args], check=True, capture_output=True)
 
 
+def allow_port(settings: LazySettings, port: int) -> None:
+    """Let channels reach a loopback test server, on its port only."""
+    settings.CHANNEL_ALLOW_PRIVATE_PORTS = [*settings.CHANNEL_ALLOW_PRIVATE_PORTS, port]
+
+
 @pytest.fixture(scope="session")
 def dovecot() -> Iterator[Dovecot]:
     if shutil.which("dovecot") is None:
@@ -225,7 +230,8 @@ def dovecot() -> Iterator[Dovecot]:
 
 
 @pytest.fixture
-def mail_account(dovecot: Dovecot) -> MailAccount:
+def mail_account(dovecot: Dovecot, settings: LazySettings) -> MailAccount:
+    allow_port(settings, dovecot.port)
     return dovecot.account()
 
 
@@ -307,13 +313,17 @@ def role_groups(transactional_db: Any) -> None:
 
 @pytest.fixture(autouse=True)
 def channel_settings(settings: LazySettings, tmp_path: Path) -> None:
-    # The test servers live on loopback, which deployments refuse by default.
+    # The test servers live on loopback, which deployments refuse by default; each server's
+    # fixture allows its own port, as a deployment lists its mail server's.
     settings.CHANNEL_ALLOW_PRIVATE_HOSTS = ["127.0.0.1/32"]
+    settings.CHANNEL_ALLOW_PRIVATE_PORTS = []
     settings.MEDIA_ROOT = str(tmp_path / "media")
 
 
 @pytest.fixture
-def make_channel(smtp_session: SmtpServer) -> Callable[..., EmailChannel]:
+def make_channel(smtp_session: SmtpServer, settings: LazySettings) -> Callable[..., EmailChannel]:
+    allow_port(settings, smtp_session.port)
+
     def make(account: MailAccount, *, inbox: Inbox | None = None, **fields: Any) -> EmailChannel:
         number = next(_counter)
         inbox = inbox or Inbox.objects.create(

@@ -19,10 +19,11 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from accounts import roles
-from channels_app import crypto, hosts
+from channels_app import crypto, hosts, services
+from channels_app.email_imap import MailboxError
 from channels_app.models import EmailChannel, InboundEmail
 from inbox.models import ChannelKind, Conversation, Inbox, Message
-from tests.channels.conftest import MailAccount, mail
+from tests.channels.conftest import MailAccount, allow_port, mail
 from tests.conftest import start_session
 from tests.inbox.conftest import grant_inbox
 
@@ -113,10 +114,45 @@ def test_internal_and_malformed_hosts_are_refused(host: str, settings: LazySetti
 
 def test_allowlisted_networks_and_public_addresses_pass(settings: LazySettings) -> None:
     settings.CHANNEL_ALLOW_PRIVATE_HOSTS = ["10.1.0.0/16"]
+    settings.CHANNEL_ALLOW_PRIVATE_PORTS = [993]
     assert hosts.resolve("10.1.2.3", 993) == [ipaddress.ip_address("10.1.2.3")]
     assert hosts.resolve("93.184.215.14", 993) == [ipaddress.ip_address("93.184.215.14")]
     with pytest.raises(hosts.HostNotAllowed):
         hosts.resolve("10.2.0.1", 993)
+
+
+def test_private_hosts_are_allowed_on_listed_ports_only(settings: LazySettings) -> None:
+    # As a laptop's DEBUG default: all of loopback listed, but no port named.
+    settings.CHANNEL_ALLOW_PRIVATE_HOSTS = ["127.0.0.0/8", "::1/128"]
+    settings.CHANNEL_ALLOW_PRIVATE_PORTS = []
+    for port in (1143, 6379, 5432):
+        with pytest.raises(hosts.HostNotAllowed, match=f"on port {port}"):
+            hosts.resolve("127.0.0.1", port)
+    settings.CHANNEL_ALLOW_PRIVATE_PORTS = [1143]
+    assert hosts.resolve("127.0.0.1", 1143) == [ipaddress.ip_address("127.0.0.1")]
+    assert hosts.resolve("::1", 1143) == [ipaddress.ip_address("::1")]
+    # The mail server's network does not open its neighbours' Redis and PostgreSQL.
+    for port in (6379, 5432):
+        with pytest.raises(hosts.HostNotAllowed):
+            hosts.resolve("127.0.0.1", port)
+    # Public hosts keep every port: https on 443, IMAPS, SMTP submission.
+    for port in (443, 993, 587):
+        assert hosts.resolve("93.184.215.14", port) == [ipaddress.ip_address("93.184.215.14")]
+
+
+def test_a_channel_on_an_unlisted_loopback_port_is_refused_at_connect(
+    mail_account: MailAccount, make_channel: Callable[..., EmailChannel], settings: LazySettings
+) -> None:
+    mail_account.append(mail())
+    channel = make_channel(mail_account)
+    settings.CHANNEL_ALLOW_PRIVATE_PORTS = [
+        port for port in settings.CHANNEL_ALLOW_PRIVATE_PORTS if port != mail_account.server.port
+    ]
+    with pytest.raises(MailboxError, match="not allowed for channels") as refused:
+        services.email_channel_poll(channel_id=channel.pk)
+    assert not refused.value.transient and not InboundEmail.objects.exists()
+    allow_port(settings, mail_account.server.port)
+    assert services.email_channel_poll(channel_id=channel.pk).imported == 1
 
 
 # --- Admin --------------------------------------------------------------------------------
@@ -131,6 +167,12 @@ def supervisor(make_user: Any) -> Any:
 def supervisor_client(supervisor: Any, verified_client: Any) -> Client:
     client: Client = verified_client(supervisor)
     return client
+
+
+@pytest.fixture(autouse=True)
+def form_smtp_port(settings: LazySettings) -> None:
+    # The forms name a loopback SMTP server on port 25 that is checked, never connected to.
+    allow_port(settings, 25)
 
 
 def channel_form(inbox: Inbox, account: MailAccount, **overrides: Any) -> dict[str, Any]:

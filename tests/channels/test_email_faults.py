@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import selectors
+import signal
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from django.conf import LazySettings
 from django.db import DatabaseError, connection
+from django.utils import timezone
 
-from channels_app import services, tasks
+from channels_app import email_parse, services, tasks
 from channels_app.email_imap import Mailbox, MailboxError
 from channels_app.models import EmailChannel, InboundEmail
 from inbox.models import Message
-from tests.channels.conftest import MailAccount, mail
+from tests.channels.conftest import MailAccount, allow_port, mail, wait_for
 
 
 class CuttingProxy:
@@ -65,8 +71,9 @@ class CuttingProxy:
 
 
 @pytest.fixture
-def proxy(mail_account: MailAccount) -> Iterator[CuttingProxy]:
+def proxy(mail_account: MailAccount, settings: LazySettings) -> Iterator[CuttingProxy]:
     relay = CuttingProxy(mail_account.server.port)
+    allow_port(settings, relay.port)
     yield relay
     relay.close()
 
@@ -265,8 +272,102 @@ def test_a_message_that_keeps_killing_the_worker_is_quarantined(
     for n, attempts in enumerate([5, 5, 0]):
         raw = mail(subject=f"Stored {n}")
         InboundEmail.objects.create(
-            channel=channel, dedup_key=f"mid:stored-{n}@x", raw=raw, size=len(raw), attempts=attempts
+            channel=channel, dedup_key=email_parse.dedup_key(raw), raw=raw, size=len(raw), attempts=attempts
         )
     result = services.email_channel_poll(channel_id=channel.pk)
     assert (result.imported, InboundEmail.objects.filter(status="quarantined").count()) == (1, 2)
-    assert InboundEmail.objects.get(dedup_key="mid:stored-2@x").status == "imported"
+    assert InboundEmail.objects.get(subject="Stored 2").status == "imported"
+
+
+class SilentServer:
+    """A loopback listener that accepts connections and never answers: an IMAP server
+    that hangs, so a poll can be caught in the middle."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.connected = threading.Event()
+        self.clients: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.clients.append(client)
+            self.connected.set()
+
+    def close(self) -> None:
+        self.listener.close()
+        for client in self.clients:
+            client.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_killed_poll_is_taken_over_when_its_lease_runs_out(
+    mail_account: MailAccount, make_channel: Callable[..., EmailChannel], settings: LazySettings
+) -> None:
+    silent = SilentServer()
+    allow_port(settings, silent.port)
+    # Polled hourly: the beat would not come back to it for an hour.
+    channel = make_channel(mail_account, imap_port=silent.port, poll_interval_seconds=3600)
+    EmailChannel.objects.filter(pk=channel.pk).update(poll_enqueued_at=timezone.now())
+    mail_account.append(mail())
+    database = connection.settings_dict
+    env = {
+        **os.environ,
+        "DATABASE_URL": (
+            f"postgres://{database['USER']}@{database['HOST']}:{database['PORT'] or 5432}/{database['NAME']}"
+        ),
+        "CHANNEL_ALLOW_PRIVATE_HOSTS": "127.0.0.1/32",
+        "CHANNEL_ALLOW_PRIVATE_PORTS": str(silent.port),
+        "EMAIL_POLL_LEASE_SECONDS": "3",
+    }
+    code = (
+        "import django; django.setup(); from channels_app import services; "
+        f"services.email_channel_poll(channel_id={channel.pk})"
+    )
+    worker = subprocess.Popen([sys.executable, "-c", code], env=env)
+    try:
+        assert silent.connected.wait(timeout=30), "the worker never connected"
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        silent.close()
+    channel.refresh_from_db()
+    assert channel.poll_lease and channel.poll_lease_until is not None
+    # The server is back; the dead run's lease is still live, so nobody runs a second poll.
+    EmailChannel.objects.filter(pk=channel.pk).update(imap_port=mail_account.server.port)
+    assert services.email_channel_poll(channel_id=channel.pk).busy
+    assert services.email_polls_claim_due() == []
+    # Once the lease has run out, the next beat tick queues the channel, whatever its interval.
+    assert wait_for(services.email_polls_claim_due, timeout=10) == [channel.pk]
+    result = services.email_channel_poll(channel_id=channel.pk)
+    assert not result.busy and result.imported == 1
+    channel.refresh_from_db()
+    assert channel.poll_lease == "" and channel.poll_lease_until is None
+
+
+@pytest.mark.django_db
+def test_a_poll_that_lost_its_lease_stops_at_its_next_step(
+    mail_account: MailAccount, make_channel: Callable[..., EmailChannel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mail_account.append(*(mail(subject=f"Step {n}") for n in range(3)))
+    channel = make_channel(mail_account)
+    fetch = services._fetch_batch
+
+    def stalled_fetch(*args: Any) -> list[int]:
+        # As if this run stalled past its lease and another run took the channel over.
+        EmailChannel.objects.filter(pk=channel.pk).update(poll_lease="another-run")
+        return fetch(*args)
+
+    monkeypatch.setattr(services, "_fetch_batch", stalled_fetch)
+    result = services.email_channel_poll(channel_id=channel.pk)
+    # What the step fetched is stored; nothing after it ran, the other run's lease stands.
+    assert result.busy and result.stored == 3 and result.imported == 0
+    assert EmailChannel.objects.get(pk=channel.pk).poll_lease == "another-run"
+    assert not any("\\Seen" in flags for flags in mail_account.flags().values())

@@ -44,9 +44,11 @@ def httpserver_listen_address() -> tuple[str, int]:
 
 
 @pytest.fixture(autouse=True)
-def social_settings(settings: LazySettings) -> None:
+def social_settings(settings: LazySettings, httpserver: HTTPServer) -> None:
     settings.SOCIAL_RETRY_BACKOFF_SECONDS = 0.05
     settings.TELEGRAM_POLL_TIMEOUT_SECONDS = 0
+    # The providers' stand-in is a loopback server: allowed on its own port only.
+    settings.CHANNEL_ALLOW_PRIVATE_PORTS = [httpserver.port]
 
 
 def drain(channel: SocialChannel, *, now: datetime | None = None) -> int:

@@ -286,7 +286,7 @@ def holding_api(bot_api: FakeBotApi) -> Iterator[FakeBotApi]:
 
 @pytest.mark.django_db(transaction=True)
 def test_poll_resumes_after_its_worker_is_killed(
-    telegram_channel: Callable[..., TelegramChannel], holding_api: FakeBotApi
+    telegram_channel: Callable[..., TelegramChannel], holding_api: FakeBotApi, settings: Any
 ) -> None:
     channel, lease = pull_channel(telegram_channel)
     TelegramChannel.objects.filter(pk=channel.pk).update(update_offset=7)
@@ -298,6 +298,7 @@ def test_poll_resumes_after_its_worker_is_killed(
             f"postgres://{database['USER']}@{database['HOST']}:{database['PORT'] or 5432}/{database['NAME']}"
         ),
         "CHANNEL_ALLOW_PRIVATE_HOSTS": "127.0.0.1/32",
+        "CHANNEL_ALLOW_PRIVATE_PORTS": ",".join(map(str, settings.CHANNEL_ALLOW_PRIVATE_PORTS)),
         "TELEGRAM_POLL_TIMEOUT_SECONDS": "0",
     }
     code = (
