@@ -25,9 +25,9 @@ pytestmark = pytest.mark.django_db
 SESSION_LIST_QUERIES = 7
 # Token: the token with its account; then the page, the page's labels, the access events.
 TOKEN_LIST_QUERIES = 4
-# Session (3); the conversation and its view decision; the thread's messages, their
+# Session (3); the conversation, loaded with its view decision in one query; the thread's messages, their
 # attachments and its notes (either list loads the whole thread); the access events.
-SESSION_THREAD_QUERIES = 9
+SESSION_THREAD_QUERIES = 8
 
 
 def add_conversations(inbox: Inbox, count: int, agent: User, label: Label) -> None:

@@ -473,7 +473,7 @@ def _queries(client: Client, url: str) -> int:
 
 
 INBOX_PAGE_QUERIES = 15
-CONVERSATION_PAGE_QUERIES = 19
+CONVERSATION_PAGE_QUERIES = 18
 
 
 def test_inbox_page_query_count_does_not_grow(

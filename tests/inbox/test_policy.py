@@ -160,3 +160,43 @@ def test_counters_and_list_for_one_inbox_follow_the_grants(segments: Segments) -
     # A locked account counts nothing, anywhere.
     agent.locked_at = timezone.now()
     assert selectors.conversation_counters(ctx=ctx(agent), filters=own)["all"] == 0
+
+
+def test_a_missing_id_and_another_segments_id_cost_the_same_and_are_both_recorded(
+    segments: Segments, client: Any, verified_client: Any
+) -> None:
+    """Probing ids outside one's segment can neither time nor hear the difference from
+    ids that do not exist, and monitoring sees every probe."""
+    import re
+    import statistics
+    import time
+
+    agent = segments.support_agent
+    foreign = segments.billing_conversations[0].pk
+    missing = max(c.pk for c in segments.billing_conversations) + 10_000
+    web = verified_client(agent)
+
+    shapes = []
+    for conversation_id in (foreign, missing):
+        with CaptureQueriesContext(connection) as queries:
+            assert web.get(f"/conversations/{conversation_id}/").status_code == 404
+        # The statements' shape: the same SQL but for ids and timestamps.
+        shapes.append([re.sub(r"\d+", "?", q["sql"]) for q in queries.captured_queries])
+    assert shapes[0] == shapes[1]
+
+    denied = AccessEvent.objects.filter(user_id=agent.pk, allowed=False, object_type="inbox.conversation")
+    assert set(denied.values_list("object_id", flat=True)) == {foreign, missing}
+
+    def timed(conversation_id: int) -> float:
+        started = time.perf_counter()
+        with pytest.raises(Http404):
+            policy.access_conversation(ctx(agent), conversation_id)
+        return time.perf_counter() - started
+
+    # Interleaved, so load on the shared machine falls on both alike.
+    samples: dict[int, list[float]] = {foreign: [], missing: []}
+    for _ in range(50):
+        for conversation_id in (foreign, missing):
+            samples[conversation_id].append(timed(conversation_id))
+    difference = abs(statistics.median(samples[foreign]) - statistics.median(samples[missing]))
+    assert difference < 0.002, f"median difference {difference * 1000:.2f} ms"
