@@ -96,3 +96,21 @@ class EnrollForm(forms.Form):
             attrs={"autocomplete": "one-time-code", "inputmode": "numeric", "autofocus": True}
         ),
     )
+
+
+class ActivateForm(forms.Form):
+    username = forms.CharField(max_length=150, widget=forms.TextInput(attrs={"autocomplete": "username"}))
+    code = forms.CharField(
+        label="Enrollment code",
+        max_length=64,
+        help_text="The code your supervisor handed you. It works once.",
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
+    new_password = forms.CharField(
+        label="New password",
+        max_length=1024,
+        required=False,
+        strip=False,
+        help_text="For a new account or a password reset.",
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+    )

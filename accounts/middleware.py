@@ -16,7 +16,7 @@ from accounts.services import has_confirmed_totp, session_end, session_lifetime_
 from audit.services import Kind, Severity, security_event_record
 
 # URL names reachable before verification. Login and health also without a session.
-ANONYMOUS_URL_NAMES = frozenset({"accounts:login", "health"})
+ANONYMOUS_URL_NAMES = frozenset({"accounts:login", "accounts:activate", "health"})
 PRE_VERIFICATION_URL_NAMES = frozenset({"accounts:otp", "accounts:enroll", "accounts:logout"})
 # Paths that prove their caller by other means than a session (signed tokens,
 # signatures); each view behind them checks that proof itself.

@@ -98,3 +98,113 @@ class ApiToken(models.Model):
     @property
     def is_usable(self) -> bool:
         return self.revoked_at is None and self.expires_at > timezone.now()
+
+
+class ChangeKind(models.TextChoices):
+    """Privilege changes that can need a second supervisor's approval."""
+
+    CREATE_ACCOUNT = "create_account", "Create an account"
+    ADD_TO_GROUP = "add_to_group", "Add someone to a team or role"
+    GRANT = "grant", "Grant access without an expiry or beyond the maximum"
+    RESET_PASSWORD = "reset_password", "Reset another person's password"
+    RESET_FACTOR = "reset_factor", "Reset another person's second factor"
+    CHANGE_SUPERVISOR = "change_supervisor", "Change a supervisor's account"
+    REACTIVATE = "reactivate", "Reactivate an account"
+
+
+class ApprovalRule(models.Model):
+    """Whether a kind of change needs four eyes. Administrators set it; a kind without a
+    row needs a second approval (deny by default)."""
+
+    kind = models.CharField(max_length=32, choices=ChangeKind.choices, unique=True)
+    requires_second_approval = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["kind"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {'four eyes' if self.requires_second_approval else 'one person'}"
+
+
+class ChangeRequest(models.Model):
+    """A privilege change waiting for a second supervisor, or its record once decided.
+
+    The payload holds what will be applied (ids and names, never a secret); the requester,
+    the approver and the subject are three different people.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Waiting for approval"
+        APPLIED = "applied", "Approved and applied"
+        REJECTED = "rejected", "Rejected"
+        EXPIRED = "expired", "Expired"
+        FAILED = "failed", "Could not be applied"
+
+    kind = models.CharField(max_length=32, choices=ChangeKind.choices)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="change_requests_made"
+    )
+    # The account the change is about (None until a requested account exists).
+    subject = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="change_requests_about",
+    )
+    payload = models.JSONField(default=dict)
+    summary = models.CharField(max_length=300)
+    reason = models.CharField(max_length=300)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="change_requests_decided",
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_note = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(
+                fields=["expires_at"], condition=models.Q(state="pending"), name="changerequest_pending_idx"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.summary}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.state == self.State.PENDING and self.expires_at > timezone.now()
+
+
+class EnrollmentCode(models.Model):
+    """A single-use, expiring code that lets a person set up their sign-in after an
+    approved change (new account, password or factor reset). Handed over out of band;
+    only its hash is stored, so neither the database nor the password opens the account."""
+
+    class Purpose(models.TextChoices):
+        NEW_ACCOUNT = "new_account", "New account"
+        PASSWORD_RESET = "password_reset", "Password reset"
+        FACTOR_RESET = "factor_reset", "Second factor reset"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    purpose = models.CharField(max_length=20, choices=Purpose.choices)
+    code_hash = models.CharField(max_length=64, unique=True)
+    change_request = models.ForeignKey(ChangeRequest, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.get_purpose_display()} code for {self.user_id}"
+
+    @property
+    def sets_password(self) -> bool:
+        return self.purpose in (self.Purpose.NEW_ACCOUNT, self.Purpose.PASSWORD_RESET)

@@ -16,12 +16,14 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from accounts import services
-from accounts.forms import EnrollForm, LoginForm, OTPTokenForm, PasswordOutcome
+from accounts import services, supervision
+from accounts.forms import ActivateForm, EnrollForm, LoginForm, OTPTokenForm, PasswordOutcome
 from accounts.models import User, UserSession
 from accounts.selectors import is_verified, session_list
 from audit.services import Kind, Severity, security_event_record
 
+# Set when an enrollment code was redeemed in this session: the one way to a first authenticator.
+ENROLLMENT_USER_KEY = "portcullis_enrollment_user"
 LOCKED_MESSAGE = "This account is locked after too many failed codes. A supervisor can unlock it."
 
 
@@ -135,8 +137,14 @@ def otp_view(request: HttpRequest) -> HttpResponse:
 def enroll_view(request: HttpRequest) -> HttpResponse:
     user = _current_user(request)
     # Replacing an enrolled authenticator is only for a freshly verified session.
-    if services.has_confirmed_totp(user) and not (is_verified(user) and services.step_up_is_fresh(request)):
-        return HttpResponseRedirect(_with_next("accounts:otp", _safe_next(request)))
+    if services.has_confirmed_totp(user):
+        if not (is_verified(user) and services.step_up_is_fresh(request)):
+            return HttpResponseRedirect(_with_next("accounts:otp", _safe_next(request)))
+    # A first authenticator only with the enrollment code of an approved change: a password
+    # alone (set, guessed or stolen) must not let anyone bind their own phone to the account.
+    elif request.session.get(ENROLLMENT_USER_KEY) != user.pk:
+        messages.info(request, "Enter the enrollment code your supervisor gave you to set up sign-in.")
+        return HttpResponseRedirect(_with_next("accounts:activate", _safe_next(request)))
     form = EnrollForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -162,6 +170,41 @@ def enroll_view(request: HttpRequest) -> HttpResponse:
         "next": _safe_next(request),
     }
     return render(request, "accounts/enroll.html", context, status=400 if form.errors else 200)
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def activate_view(request: HttpRequest) -> HttpResponse:
+    """Redeem an enrollment code: set a password where the change asks for one, then go on
+    to enroll an authenticator (new account, factor reset) or to the second factor."""
+    initial = {"code": request.GET.get("code", "")}
+    if isinstance(request.user, User):
+        initial["username"] = request.user.get_username()
+    form = ActivateForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            enrollment = supervision.enrollment_code_redeem(
+                request=request,
+                username=form.cleaned_data["username"],
+                code=form.cleaned_data["code"],
+                new_password=form.cleaned_data["new_password"] or None,
+            )
+        except supervision.EnrollmentCodeRefused as refused:
+            form.add_error(None, str(refused))
+        else:
+            user = enrollment.user
+            if request.user.pk != user.pk:
+                services.session_start(request=request, user=user)
+            if services.has_confirmed_totp(user):
+                return HttpResponseRedirect(_with_next("accounts:otp", _safe_next(request)))
+            request.session[ENROLLMENT_USER_KEY] = user.pk
+            return HttpResponseRedirect(_with_next("accounts:enroll", _safe_next(request)))
+    return render(
+        request,
+        "accounts/activate.html",
+        {"form": form, "next": _safe_next(request)},
+        status=400 if form.errors else 200,
+    )
 
 
 def _base32(device: TOTPDevice) -> str:

@@ -14,7 +14,7 @@ from django.http import HttpRequest
 
 from channels_app import services, tasks
 from channels_app.models import EmailChannel, InboundEmail
-from inbox.admin import InboxScopedAdminMixin
+from inbox.admin import InboxScopedAdminMixin, ManagedInboxAdminMixin
 
 WRITE_ONLY_HELP = "Stored encrypted and never shown again. Leave empty to keep the current one."
 HEADER_PREVIEW_BYTES = 16 * 1024
@@ -81,7 +81,7 @@ class EmailChannelForm(forms.ModelForm[EmailChannel]):
 
 
 @admin.register(EmailChannel)
-class EmailChannelAdmin(admin.ModelAdmin[EmailChannel]):
+class EmailChannelAdmin(ManagedInboxAdminMixin, admin.ModelAdmin[EmailChannel]):
     form = EmailChannelForm
     list_display = (
         "email_address",

@@ -12,6 +12,7 @@ from django.templatetags.static import static
 
 from channels_app import livechat
 from channels_app.models import LiveChatChannel
+from inbox.admin import ManagedInboxAdminMixin
 
 SHOWN_ONCE_MESSAGE = (
     "Identity secret for {channel} (shown once; give it to your website's server, nowhere else): {secret}"
@@ -41,7 +42,7 @@ def embed_snippet(request: HttpRequest, channel: LiveChatChannel) -> str:
 
 
 @admin.register(LiveChatChannel)
-class LiveChatChannelAdmin(admin.ModelAdmin[LiveChatChannel]):
+class LiveChatChannelAdmin(ManagedInboxAdminMixin, admin.ModelAdmin[LiveChatChannel]):
     form = LiveChatChannelForm
     change_form_template = "admin/channels_app/livechatchannel/change_form.html"
     list_display = ("inbox", "enabled", "origin_list", "identity_required", "key")

@@ -24,7 +24,7 @@ from channels_app.models import (
 )
 from channels_app.provider_http import ProviderError
 from channels_app.providers import twilio
-from inbox.admin import InboxScopedAdminMixin
+from inbox.admin import InboxScopedAdminMixin, ManagedInboxAdminMixin
 
 SECRET_HELP = "Stored encrypted and never shown again. Leave empty to keep the current one."  # noqa: S105
 MONITOR_WARNING = (
@@ -131,7 +131,7 @@ class TwilioChannelForm(SecretsForm):
         ]
 
 
-class SocialChannelAdmin(admin.ModelAdmin[Any]):
+class SocialChannelAdmin(ManagedInboxAdminMixin, admin.ModelAdmin[Any]):
     list_display = ["__str__", "inbox", "enabled", "verification", "last_error"]
     list_filter = ["enabled", "verification_mode"]
     readonly_fields = ["webhook_url", "last_error"]

@@ -194,6 +194,8 @@ CELERY_BEAT_SCHEDULE = {
     "telegram-poll-due": {"task": "channels_app.telegram_poll_due", "schedule": 15.0},
     # Webhook deliveries whose processing task was lost (broker down after the commit).
     "social-events-sweep": {"task": "channels_app.social_events_sweep", "schedule": 60.0},
+    # Privilege changes nobody approved in time are closed (approval re-checks expiry too).
+    "change-requests-expire": {"task": "accounts.change_requests_expire", "schedule": 300.0},
 }
 
 # --- Authentication ---------------------------------------------------------------------
@@ -220,6 +222,8 @@ LOGIN_URL = "accounts:login"
 LOGIN_REDIRECT_URL = "/"
 
 OTP_TOTP_ISSUER = os.environ.get("OTP_ISSUER", "Portcullis")
+# Nobody, administrators included, reads another person's authenticator key in the admin.
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 OTP_TOTP_TOLERANCE = 1  # accept one 30 s step of clock drift either way
 OTP_TOTP_THROTTLE_FACTOR = 1  # seconds, doubled after every consecutive failure
 OTP_STATIC_THROTTLE_FACTOR = 1
@@ -230,6 +234,12 @@ OTP_LOCKOUT_THRESHOLD = int(os.environ.get("OTP_LOCKOUT_THRESHOLD", "10"))
 OTP_ENROLLMENT_TTL = timedelta(minutes=15)
 # Changing a second factor or other sensitive actions need a code this fresh.
 STEP_UP_MAX_AGE = timedelta(minutes=5)
+
+# Supervision: a grant without an expiry or longer than this needs a second supervisor;
+# an unapproved change request lapses; an enrollment code is handed over out of band.
+GRANT_MAX_DURATION = timedelta(days=int(os.environ.get("GRANT_MAX_DAYS", "30")))
+CHANGE_REQUEST_TTL = timedelta(hours=int(os.environ.get("CHANGE_REQUEST_HOURS", "72")))
+ENROLLMENT_CODE_TTL = timedelta(hours=int(os.environ.get("ENROLLMENT_CODE_HOURS", "72")))
 BACKUP_CODE_COUNT = 10
 
 # The password step (accounts/throttle.py). Per account (every typed name, known or not)
@@ -435,5 +445,13 @@ AUDITLOG_INCLUDE_TRACKING_MODELS = (
     {"model": "auth.Group", "m2m_fields": {"permissions"}},
     {"model": "otp_totp.TOTPDevice", "exclude_fields": ["key", "last_t", "drift"]},
     {"model": "otp_static.StaticDevice"},
+    {"model": "accounts.ChangeRequest"},
+    {"model": "accounts.ApprovalRule"},
+    {"model": "inbox.InboxUserObjectPermission"},
+    {"model": "inbox.InboxGroupObjectPermission"},
+    {"model": "inbox.ConversationUserObjectPermission"},
+    {"model": "inbox.ConversationGroupObjectPermission"},
+    {"model": "inbox.TeamUserObjectPermission"},
+    {"model": "inbox.TeamGroupObjectPermission"},
 )
 AUDITLOG_STORE_JSON_CHANGES = True

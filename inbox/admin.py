@@ -1,8 +1,10 @@
 """Supervisors' admin for segments, teams, conversations and the grants between them.
 
 Conversations and contacts are listed through the policy: a supervisor sees the content of
-the inboxes they are granted, like anyone else. Grants are edited inline with their
-expiry and reason, through guardian's direct foreign-key tables.
+the inboxes they are granted, like anyone else. What they *manage* — inboxes, teams, grants,
+configuration — is what the policy says they are delegated (`manage` grants). Grants are
+edited inline with their expiry and reason, and saved through the supervision service: no
+grant to oneself, none beyond one's delegation, four eyes for long or open-ended ones.
 """
 
 from __future__ import annotations
@@ -10,16 +12,17 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin.widgets import FilteredSelectMultiple
 from django.contrib.auth.models import Permission
 from django.core.exceptions import PermissionDenied
-from django.db.models import ForeignKey, QuerySet
+from django.db.models import ForeignKey, Q, QuerySet
 from django.http import Http404, HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html_join
-from guardian.admin import GuardedModelAdmin
 
-from accounts.models import User
+from accounts import supervision
+from accounts.models import ChangeKind, User
 from inbox import policy
 from inbox.models import (
     CannedResponse,
@@ -34,8 +37,33 @@ from inbox.models import (
     Invoice,
     Label,
     Team,
+    TeamGroupObjectPermission,
+    TeamUserObjectPermission,
 )
 from inbox.policy import AccessContext, Action
+
+
+def _ctx(request: HttpRequest) -> AccessContext:
+    return AccessContext.from_request(request)
+
+
+def manages(request: HttpRequest, obj: Any) -> bool:
+    """`policy.can_manage`, asked once per object per request: an admin page asks the same
+    question for every inline and button it draws."""
+    answers: dict[tuple[str, int], bool] = request.__dict__.setdefault("_portcullis_manages", {})
+    key = (obj._meta.label_lower, obj.pk)
+    if key not in answers:
+        answers[key] = policy.can_manage(_ctx(request), obj)
+    return answers[key]
+
+
+def bind_request(form: type[Any], request: HttpRequest) -> type[Any]:
+    """The admin's form class, knowing the request: its choices come from the policy."""
+    return type(form.__name__, (form,), {"request": request})
+
+
+def administrator_only(request: HttpRequest) -> bool:
+    return isinstance(request.user, User) and policy.is_administrator(request.user)
 
 
 class InboxScopedAdminMixin:
@@ -46,8 +74,42 @@ class InboxScopedAdminMixin:
     inbox_path = "inbox"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
-        inboxes = policy.visible_inboxes(AccessContext.from_request(request))
+        inboxes = policy.visible_inboxes(_ctx(request))
         return super().get_queryset(request).filter(**{f"{self.inbox_path}__in": inboxes})  # type: ignore[misc]
+
+
+class ManagedInboxAdminMixin:
+    """For an inbox's configuration (its channel, its canned responses): listed, edited and
+    created only for inboxes the viewer manages; the inbox picker offers no other."""
+
+    inbox_path = "inbox"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        managed = policy.managed_inboxes(_ctx(request))
+        return super().get_queryset(request).filter(**{f"{self.inbox_path}__in": managed})  # type: ignore[misc]
+
+    def formfield_for_foreignkey(
+        self, db_field: ForeignKey[Any, Any], request: HttpRequest, **kwargs: Any
+    ) -> Any:
+        if db_field.name == "inbox":
+            kwargs["queryset"] = policy.managed_inboxes(_ctx(request))
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)  # type: ignore[misc]
+
+
+class ManagedUsersAdminMixin:
+    """Rows that belong to an account (sessions, devices, security events): only those of
+    the viewer and of the accounts they manage."""
+
+    user_path = "user"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        ctx = _ctx(request)
+        rows = super().get_queryset(request)  # type: ignore[misc]
+        if policy.is_administrator(ctx.user):
+            return rows
+        return rows.filter(
+            Q(**{f"{self.user_path}__in": policy.managed_users(ctx)}) | Q(**{self.user_path: ctx.user})
+        )
 
 
 class GrantStateFilter(admin.SimpleListFilter):
@@ -69,76 +131,171 @@ class GrantStateFilter(admin.SimpleListFilter):
 
 
 GRANT_FIELDS = ("permission", "expires_at", "reason", "granted_by", "granted_at")
+# The product's actions, not Django's add/change/delete permissions.
+GRANTABLE_CODENAMES = {
+    "inbox": sorted(policy.INBOX_CODENAMES.values()),
+    "conversation": sorted(policy.CONVERSATION_CODENAMES.values()),
+    "team": [policy.MANAGE_TEAM_CODENAME],
+}
+
+
+def grant_payload(grant: Any) -> dict[str, Any]:
+    object_kind, holder_kind = supervision.grant_target(type(grant))
+    return {
+        "object": object_kind,
+        "object_id": grant.content_object_id,
+        "holder": holder_kind,
+        "holder_id": grant.user_id if holder_kind == "user" else grant.group_id,
+        "permission": grant.permission.codename,
+        "expires_at": grant.expires_at.isoformat() if grant.expires_at else None,
+    }
+
+
+class GrantFormSet(forms.BaseInlineFormSet[Any, Any, Any]):
+    """Each new or widened grant is checked against the supervisor's delegation before
+    anything is saved: no grant to oneself or one's own team, none beyond one's scope."""
+
+    request: HttpRequest
+
+    def clean(self) -> None:
+        super().clean()
+        ctx = _ctx(self.request)
+        for form in self.forms:
+            if form.errors or not form.has_changed() or form.cleaned_data.get("DELETE"):
+                continue
+            if form.instance.pk is not None and {"permission", "user", "group"} & set(form.changed_data):
+                form.add_error(None, "A grant's holder and permission stay fixed: end it and add a new one.")
+                continue
+            grant = form.save(commit=False)
+            try:
+                supervision.grant_check(ctx=ctx, request=self.request, payload=grant_payload(grant))
+            except supervision.SupervisionRefused as refused:
+                form.add_error(None, str(refused))
+            if not (grant.reason or "").strip():
+                form.add_error("reason", "Say why this access is given.")
 
 
 class GrantInline(admin.TabularInline[Any, Any]):
-    """Inline editing of grants: permission limited to the object's own, who granted it kept."""
+    """Inline grants with the product's actions. Shown to whoever may see the object;
+    editable only by those who manage it."""
 
     extra = 0
+    formset = GrantFormSet
     readonly_fields = ("granted_by", "granted_at")
     permission_model = ""
+
+    def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        return bind_request(super().get_formset(request, obj, **kwargs), request)
 
     def formfield_for_foreignkey(
         self, db_field: ForeignKey[Any, Any], request: HttpRequest, **kwargs: Any
     ) -> Any:
+        ctx = _ctx(request)
         if db_field.name == "permission":
             kwargs["queryset"] = Permission.objects.filter(
-                content_type__app_label="inbox", content_type__model=self.permission_model
+                content_type__app_label="inbox",
+                content_type__model=self.permission_model,
+                codename__in=GRANTABLE_CODENAMES[self.permission_model],
             )
+        elif db_field.name == "user":
+            kwargs["queryset"] = User.objects.filter(is_active=True).exclude(pk=ctx.user.pk)
+        elif db_field.name == "group":
+            kwargs["queryset"] = Team.objects.exclude(pk__in=ctx.user.groups.values("pk"))
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def _editable(self, request: HttpRequest, obj: Any) -> bool:
+        return obj is not None and manages(request, obj)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._editable(request, obj) and super().has_add_permission(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._editable(request, obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._editable(request, obj) and super().has_delete_permission(request, obj)
 
 
 class InboxUserGrantInline(GrantInline):
     model = InboxUserObjectPermission
     fields = ("user", *GRANT_FIELDS)
-    autocomplete_fields = ("user",)
     permission_model = "inbox"
-    verbose_name_plural = "grants to users"
+    verbose_name = "grant to a person"
+    verbose_name_plural = "grants to people"
 
 
 class InboxTeamGrantInline(GrantInline):
     model = InboxGroupObjectPermission
     fields = ("group", *GRANT_FIELDS)
     permission_model = "inbox"
+    verbose_name = "grant to a team"
     verbose_name_plural = "grants to teams"
 
 
 class ConversationUserGrantInline(GrantInline):
     model = ConversationUserObjectPermission
     fields = ("user", *GRANT_FIELDS)
-    autocomplete_fields = ("user",)
     permission_model = "conversation"
-    verbose_name_plural = "grants to users (escalations)"
+    verbose_name = "grant to a person (escalation)"
+    verbose_name_plural = "grants to people (escalations)"
 
 
 class ConversationTeamGrantInline(GrantInline):
     model = ConversationGroupObjectPermission
     fields = ("group", *GRANT_FIELDS)
     permission_model = "conversation"
+    verbose_name = "grant to a team"
     verbose_name_plural = "grants to teams"
 
 
+class TeamUserGrantInline(GrantInline):
+    model = TeamUserObjectPermission
+    fields = ("user", *GRANT_FIELDS)
+    permission_model = "team"
+    verbose_name = "supervisor of this team"
+    verbose_name_plural = "supervisors of this team"
+
+
 class GrantingAdminMixin:
-    """Stamps who granted each new grant."""
+    """Grants are saved through the supervision service: one within the maximum duration
+    applies at once, a longer or open-ended one waits for a second supervisor. Ending a
+    grant only narrows access and applies at once."""
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
-        instances = formset.save(commit=False)
-        for instance in instances:
-            if hasattr(instance, "granted_by_id") and instance.granted_by_id is None:
-                instance.granted_by = request.user
-            instance.save()
-        for obj in formset.deleted_objects:
-            obj.delete()
-        formset.save_m2m()
+        if not isinstance(formset, GrantFormSet):
+            super().save_formset(request, form, formset, change)  # type: ignore[misc]
+            return
+        for grant in formset.save(commit=False):
+            change_submit(
+                request,
+                kind=ChangeKind.GRANT,
+                summary=f"Grant {grant.permission.codename} on {grant.content_object} to "
+                f"{getattr(grant, 'user', None) or getattr(grant, 'group', None)}",
+                reason=grant.reason,
+                subject=getattr(grant, "user", None),
+                payload=grant_payload(grant),
+            )
+        for grant in formset.deleted_objects:
+            grant.delete()
 
 
 @admin.register(Inbox)
-class InboxAdmin(GrantingAdminMixin, GuardedModelAdmin):  # type: ignore[misc]
+class InboxAdmin(GrantingAdminMixin, admin.ModelAdmin[Inbox]):
     list_display = ("name", "channel_kind", "module", "created_at")
     list_filter = ("channel_kind", "module")
     search_fields = ("name",)
     readonly_fields = ("who_can_see",)
     inlines = (InboxTeamGrantInline, InboxUserGrantInline)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Inbox]:
+        return policy.managed_inboxes(_ctx(request))
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # A new segment has no supervisor yet: administrators create and delegate it.
+        return administrator_only(request) and super().has_add_permission(request)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Inbox | None = None) -> bool:
+        return administrator_only(request) and super().has_delete_permission(request, obj)
 
     @admin.display(description="Who can see it now")
     def who_can_see(self, obj: Inbox) -> str:
@@ -150,26 +307,64 @@ class InboxAdmin(GrantingAdminMixin, GuardedModelAdmin):  # type: ignore[misc]
 
 class TeamForm(forms.ModelForm[Team]):
     members = forms.ModelMultipleChoiceField(
-        queryset=User.objects.filter(is_service_account=False),
+        queryset=User.objects.none(),
         required=False,
-        widget=admin.widgets.FilteredSelectMultiple("members", is_stacked=False),
+        widget=FilteredSelectMultiple("members", is_stacked=False),
+    )
+    change_reason = forms.CharField(
+        label="Reason for new members",
+        max_length=300,
+        required=False,
+        help_text="Adding someone to a team is a privilege change: say why.",
     )
 
     class Meta:
         model = Team
         fields = ("name", "description")
 
+    request: HttpRequest
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        current = self.instance.user_set.all() if self.instance.pk else User.objects.none()
+        members = self.fields["members"]
+        assert isinstance(members, forms.ModelMultipleChoiceField)  # noqa: S101  # declared above
+        members.queryset = (policy.managed_users(_ctx(self.request)) | current).distinct()
         if self.instance.pk:
-            self.fields["members"].initial = self.instance.user_set.all()
+            members.initial = current
+
+    def added_members(self) -> list[User]:
+        current = set(self.instance.user_set.values_list("pk", flat=True)) if self.instance.pk else set()
+        return [user for user in self.cleaned_data["members"] if user.pk not in current]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if "members" in cleaned and self.added_members() and not cleaned.get("change_reason", "").strip():
+            self.add_error("change_reason", "Say why these people join the team.")
+        return cleaned
 
 
 @admin.register(Team)
-class TeamAdmin(admin.ModelAdmin[Team]):
+class TeamAdmin(GrantingAdminMixin, admin.ModelAdmin[Team]):
     form = TeamForm
     list_display = ("name", "description", "member_count")
     search_fields = ("name",)
+    inlines = (TeamUserGrantInline,)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Team]:
+        return policy.managed_teams(_ctx(request))
+
+    def get_form(
+        self, request: HttpRequest, obj: Team | None = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
+        return type(form.__name__, (form,), {"request": request})
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return administrator_only(request) and super().has_add_permission(request)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Team | None = None) -> bool:
+        return administrator_only(request) and super().has_delete_permission(request, obj)
 
     @admin.display(description="Members")
     def member_count(self, obj: Team) -> int:
@@ -177,7 +372,41 @@ class TeamAdmin(admin.ModelAdmin[Team]):
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)
-        form.instance.user_set.set(form.cleaned_data["members"])
+        team: Team = form.instance
+        kept = {user.pk for user in form.cleaned_data["members"]}
+        # Leaving a team only narrows access: at once.
+        team.user_set.remove(*team.user_set.exclude(pk__in=kept))
+        for user in form.added_members():
+            submit_membership(request, user=user, group=team, reason=form.cleaned_data["change_reason"])
+
+
+def change_submit(request: HttpRequest, **change: Any) -> supervision.Outcome | None:
+    """Ask for a privilege change from an admin page, and tell the supervisor what became
+    of it: applied, waiting for a second supervisor, or refused and why."""
+    summary = change["summary"]
+    try:
+        outcome = supervision.change_request(ctx=_ctx(request), request=request, **change)
+    except supervision.SupervisionRefused as refused:
+        messages.error(request, f"{summary}: not done. {refused}")
+        return None
+    if outcome.applied:
+        messages.success(request, f"{summary}: done.")
+    else:
+        messages.warning(
+            request, f"{summary}: change request #{outcome.change.pk} waits for a second supervisor."
+        )
+    return outcome
+
+
+def submit_membership(request: HttpRequest, *, user: User, group: Any, reason: str) -> None:
+    change_submit(
+        request,
+        kind=ChangeKind.ADD_TO_GROUP,
+        summary=f"Add {user.get_username()} to {group.name}",
+        reason=reason,
+        subject=user,
+        payload={"group_id": group.pk},
+    )
 
 
 @admin.register(Conversation)
@@ -202,17 +431,24 @@ class ConversationAdmin(GrantingAdminMixin, admin.ModelAdmin[Conversation]):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
         # Supervisors see conversations through the same policy as agents.
-        return policy.visible_conversations(AccessContext.from_request(request))
+        return policy.visible_conversations(_ctx(request))
 
     def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
         # Through the loader, so the admin's reads are decided and recorded like any other.
         try:
-            return policy.access_conversation(AccessContext.from_request(request), object_id)
+            return policy.access_conversation(_ctx(request), object_id)
         except Http404:
             return None
 
+    def formfield_for_foreignkey(
+        self, db_field: ForeignKey[Any, Any], request: HttpRequest, **kwargs: Any
+    ) -> Any:
+        if db_field.name == "team":
+            kwargs["queryset"] = policy.managed_teams(_ctx(request))
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
     def save_model(self, request: HttpRequest, obj: Conversation, form: Any, change: bool) -> None:
-        if not policy.can(AccessContext.from_request(request), Action.REPLY, obj):
+        if not policy.can(_ctx(request), Action.REPLY, obj):
             raise PermissionDenied("You may see this conversation but not change it.")
         super().save_model(request, obj, form, change)
 
@@ -221,8 +457,20 @@ class ConversationAdmin(GrantingAdminMixin, admin.ModelAdmin[Conversation]):
 
 
 class ContactIdentityInline(admin.TabularInline[ContactIdentity, Contact]):
+    """Where replies go: changing a handle would redirect a customer's mail, so only
+    administrators edit identities here."""
+
     model = ContactIdentity
     extra = 0
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return administrator_only(request) and super().has_add_permission(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return administrator_only(request) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return administrator_only(request) and super().has_delete_permission(request, obj)
 
 
 @admin.register(Contact)
@@ -233,14 +481,15 @@ class ContactAdmin(admin.ModelAdmin[Contact]):
     raw_id_fields = ("merged_into",)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Contact]:
-        return policy.visible_contacts(AccessContext.from_request(request))
+        return policy.visible_contacts(_ctx(request))
 
 
 class GrantAdmin(admin.ModelAdmin[Any]):
-    """All grants of one kind in one list: what expires when, and why it was given.
+    """All grants of one kind in one list: what expires when, and why it was given. Only
+    grants on what the viewer manages are listed.
 
-    Grants are created on their inbox's or conversation's page; here only the expiry and
-    reason change, so no picker ever lists objects the supervisor cannot see.
+    Grants are created on their inbox's, conversation's or team's page; here only the
+    expiry and reason change, through the same checks as there.
     """
 
     list_display = ("__str__", "permission", "expires_at", "reason", "granted_by", "granted_at")
@@ -249,6 +498,11 @@ class GrantAdmin(admin.ModelAdmin[Any]):
     fields = ("holder", "permission", "content_object", "expires_at", "reason", "granted_by", "granted_at")
     readonly_fields = ("holder", "permission", "content_object", "granted_by", "granted_at")
     search_fields = ("reason",)
+    scope_path = "content_object__in"
+    scope: Any = staticmethod(policy.managed_inboxes)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        return super().get_queryset(request).filter(**{self.scope_path: self.scope(_ctx(request))})
 
     @admin.display(description="Granted to")
     def holder(self, obj: Any) -> str:
@@ -257,15 +511,63 @@ class GrantAdmin(admin.ModelAdmin[Any]):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        change_submit(
+            request,
+            kind=ChangeKind.GRANT,
+            summary=f"Change {obj}",
+            reason=obj.reason,
+            subject=getattr(obj, "user", None),
+            payload=grant_payload(obj),
+        )
 
-for grant_model in (
-    InboxUserObjectPermission,
-    InboxGroupObjectPermission,
-    ConversationUserObjectPermission,
-    ConversationGroupObjectPermission,
-):
-    admin.site.register(grant_model, GrantAdmin)
 
+class ConversationGrantAdmin(GrantAdmin):
+    scope_path = "content_object__inbox__in"
+
+
+class TeamGrantAdmin(GrantAdmin):
+    scope: Any = staticmethod(policy.managed_teams)
+
+
+admin.site.register(InboxUserObjectPermission, GrantAdmin)
+admin.site.register(InboxGroupObjectPermission, GrantAdmin)
+admin.site.register(ConversationUserObjectPermission, ConversationGrantAdmin)
+admin.site.register(ConversationGroupObjectPermission, ConversationGrantAdmin)
+admin.site.register(TeamUserObjectPermission, TeamGrantAdmin)
+admin.site.register(TeamGroupObjectPermission, TeamGrantAdmin)
 admin.site.register(Label)
-admin.site.register(CannedResponse)
-admin.site.register(Invoice)
+
+
+@admin.register(CannedResponse)
+class CannedResponseAdmin(ManagedInboxAdminMixin, admin.ModelAdmin[CannedResponse]):
+    """Inbox-bound responses for that inbox's supervisors; the ones offered everywhere are
+    for administrators to change."""
+
+    list_display = ("shortcut", "inbox")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[CannedResponse]:
+        managed = policy.managed_inboxes(_ctx(request))
+        return CannedResponse.objects.filter(Q(inbox__in=managed) | Q(inbox__isnull=True))
+
+    def has_change_permission(self, request: HttpRequest, obj: CannedResponse | None = None) -> bool:
+        if obj is not None and obj.inbox_id is None and not administrator_only(request):
+            return False
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: CannedResponse | None = None) -> bool:
+        return self.has_change_permission(request, obj) and super().has_delete_permission(request, obj)
+
+
+@admin.register(Invoice)
+class InvoiceAdmin(admin.ModelAdmin[Invoice]):
+    """Billing data: for the Billing role, and only of contacts the viewer can see."""
+
+    list_display = ("number", "contact", "amount_cents", "currency", "status", "issued_at")
+    list_select_related = ("contact",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Invoice]:
+        ctx = _ctx(request)
+        if not ctx.user.has_perm(policy.BILLING_PERMISSION):
+            return Invoice.objects.none()
+        return Invoice.objects.filter(contact__in=policy.visible_contacts(ctx))

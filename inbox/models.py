@@ -58,6 +58,10 @@ class Team(Group):
 
     description = models.CharField(max_length=200, blank=True)
 
+    class Meta:
+        # Supervising a team (its members and their accounts) is delegated like an inbox.
+        permissions = [("manage_team", "Can manage the team's members")]
+
     def __str__(self) -> str:
         return self.name
 
@@ -304,3 +308,19 @@ class ConversationGroupObjectPermission(GrantFields, GroupObjectPermissionBase):
     class Meta(GroupObjectPermissionBase.Meta):
         verbose_name = "conversation grant to a team"
         indexes = [models.Index(fields=["group", "permission"], name="conv_gop_group_perm_idx")]
+
+
+class TeamUserObjectPermission(GrantFields, UserObjectPermissionBase):
+    content_object = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="user_grants")
+
+    class Meta(UserObjectPermissionBase.Meta):
+        verbose_name = "team grant to a user"
+        indexes = [models.Index(fields=["user", "permission"], name="team_uop_user_perm_idx")]
+
+
+class TeamGroupObjectPermission(GrantFields, GroupObjectPermissionBase):
+    content_object = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="group_grants")
+
+    class Meta(GroupObjectPermissionBase.Meta):
+        verbose_name = "team grant to a team"
+        indexes = [models.Index(fields=["group", "permission"], name="team_gop_group_perm_idx")]

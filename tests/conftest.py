@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyotp
@@ -99,3 +99,26 @@ def verified_client(make_user: Callable[..., User]) -> Callable[[User], Client]:
         return client
 
     return make
+
+
+@pytest.fixture
+def delegate_new_inboxes() -> Iterator[Callable[[User], None]]:
+    """Make a supervisor the delegated manager (not a reader) of every inbox the test
+    creates from then on: for tests about a channel's configuration, not delegation."""
+    from django.db.models.signals import post_save
+    from guardian.shortcuts import assign_perm
+
+    from inbox.models import Inbox
+
+    delegated: list[User] = []
+
+    def on_inbox_created(sender: type[Inbox], instance: Inbox, created: bool, **kwargs: Any) -> None:
+        if created:
+            for user in delegated:
+                assign_perm("manage_inbox", user, instance)
+
+    post_save.connect(on_inbox_created, sender=Inbox, dispatch_uid="delegate_new_inboxes")
+    try:
+        yield delegated.append
+    finally:
+        post_save.disconnect(sender=Inbox, dispatch_uid="delegate_new_inboxes")

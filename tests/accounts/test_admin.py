@@ -9,8 +9,7 @@ from django.contrib.auth.models import Group
 from django.test import Client
 
 from accounts import roles
-from accounts.models import User, UserSession
-from audit.models import SecurityEvent
+from accounts.models import ChangeRequest, User
 from tests.conftest import start_session
 
 pytestmark = pytest.mark.django_db
@@ -82,15 +81,22 @@ def test_supervisor_cannot_grant_administrator_to_others(make_user: Any, verifie
     agent.refresh_from_db()
     assert not agent.is_superuser
     assert not agent.groups.filter(name=roles.ADMINISTRATOR).exists()
-    # Supervisors can still assign ordinary roles.
-    billing = Group.objects.get(name=roles.BILLING_AGENT)
+    # An ordinary role is a change request with a reason, for a second supervisor.
     agent_group = Group.objects.get(name=roles.AGENT)
+    supervisor_group = Group.objects.get(name=roles.SUPERVISOR)
+    no_reason = client.post(
+        f"/admin/accounts/user/{agent.pk}/change/",
+        change_form_data(agent, groups=[agent_group.pk, supervisor_group.pk]),
+    )
+    assert no_reason.status_code == 200 and b"Say why" in no_reason.content
     ok = client.post(
         f"/admin/accounts/user/{agent.pk}/change/",
-        change_form_data(agent, groups=[agent_group.pk, billing.pk]),
+        change_form_data(agent, groups=[agent_group.pk, supervisor_group.pk], change_reason="team lead"),
     )
     assert ok.status_code == 302
-    assert agent.groups.filter(name=roles.BILLING_AGENT).exists()
+    assert not agent.groups.filter(name=roles.SUPERVISOR).exists()
+    change = ChangeRequest.objects.get(subject=agent)
+    assert change.kind == "add_to_group" and change.state == "pending" and change.reason == "team lead"
 
 
 def test_supervisor_cannot_edit_an_administrator(make_user: Any, verified_client: Any) -> None:
@@ -105,21 +111,20 @@ def test_supervisor_cannot_edit_an_administrator(make_user: Any, verified_client
     assert administrator.is_active
 
 
-def test_reset_second_factor_from_the_admin(make_user: Any, verified_client: Any) -> None:
+def test_reset_second_factor_from_the_admin_is_a_change_request(make_user: Any, verified_client: Any) -> None:
     supervisor = make_user(roles.SUPERVISOR, is_staff=True)
     agent = make_user(roles.AGENT)
-    agent_client = verified_client(agent)
     client = verified_client(supervisor)
     response = client.post(
         "/admin/accounts/user/",
         {"action": "reset_second_factor", "_selected_action": [agent.pk]},
     )
     assert response.status_code == 302
-    assert not agent.totpdevice_set.exists()
-    assert not UserSession.objects.filter(user=agent, ended_at__isnull=True).exists()
-    assert agent_client.get("/").status_code == 302
-    event = SecurityEvent.objects.get(kind="factor_reset")
-    assert event.user == agent and event.detail["by"] == supervisor.username
+    assert response["Location"] == f"/admin/accounts/changerequest/add/?kind=reset_factor&subject={agent.pk}"
+    # Nothing is reset by one person.
+    assert agent.totpdevice_set.exists()
+    form = client.get(response["Location"]).context["adminform"].form
+    assert form.initial["subjects"] == [str(agent.pk)]
 
 
 def test_unlock_from_the_admin(make_user: Any, verified_client: Any) -> None:
@@ -138,12 +143,13 @@ def test_auditlog_records_group_changes_with_the_actor(make_user: Any, verified_
     from auditlog.models import LogEntry
 
     supervisor = make_user(roles.SUPERVISOR, is_staff=True)
-    agent = make_user(roles.AGENT)
-    billing = Group.objects.get(name=roles.BILLING_AGENT)
+    agent = make_user(roles.AGENT, roles.BILLING_AGENT)
+    # Taking a role away only narrows access: it applies at once, recorded with the actor.
     verified_client(supervisor).post(
         f"/admin/accounts/user/{agent.pk}/change/",
-        change_form_data(agent, groups=[Group.objects.get(name=roles.AGENT).pk, billing.pk]),
+        change_form_data(agent, groups=[Group.objects.get(name=roles.AGENT).pk]),
     )
+    assert not agent.groups.filter(name=roles.BILLING_AGENT).exists()
     entries = LogEntry.objects.get_for_object(agent).filter(actor=supervisor)
     assert entries.exists()
     assert any("groups" in (e.changes_dict or {}) for e in entries)

@@ -23,7 +23,7 @@ from accounts.sockets import VerifiedSocketMiddleware
 from config.routing import agent_websocket_urlpatterns
 from tests.conftest import start_session
 
-ALLOWED_ANONYMOUS = {"accounts:login", "health"}
+ALLOWED_ANONYMOUS = {"accounts:login", "accounts:activate", "health"}
 ALLOWED_PASSWORD_ONLY = ALLOWED_ANONYMOUS | {"accounts:otp", "accounts:enroll", "accounts:logout"}
 
 

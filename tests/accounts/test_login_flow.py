@@ -15,7 +15,8 @@ from django.utils import timezone
 from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from accounts.models import User, UserSession
+from accounts.models import EnrollmentCode, User, UserSession
+from accounts.supervision import enrollment_code_issue
 from audit.models import SecurityEvent
 from tests.conftest import PASSWORD, start_session, totp_of
 
@@ -186,12 +187,23 @@ def test_backup_codes_are_single_use(make_user: Any) -> None:
     assert otp_step(again, "abcd2345ef").status_code == 400
 
 
+def redeem_enrollment_code(client: Client, user: Any) -> None:
+    """What a person does with the code a supervisor handed them after an approved reset."""
+    code = enrollment_code_issue(user=user, purpose=EnrollmentCode.Purpose.FACTOR_RESET, change=None)
+    response = client.post("/accounts/activate/", {"username": user.username, "code": code})
+    assert response["Location"].startswith("/accounts/enroll/")
+
+
 def test_first_sign_in_forces_enrollment_and_shows_backup_codes_once(make_user: Any) -> None:
     user = make_user("Agent", enrolled=False)
     client = Client()
     response = password_step(client, user.username)
     assert response["Location"].startswith("/accounts/enroll/")
     assert client.get("/").status_code == 302  # nothing else opens before enrolling
+    # The password alone does not open enrollment: the enrollment code does.
+    assert client.get("/accounts/enroll/")["Location"].startswith("/accounts/activate/")
+    assert not TOTPDevice.objects.filter(user=user).exists()
+    redeem_enrollment_code(client, user)
     page = client.get("/accounts/enroll/")
     assert page.status_code == 200
     assert b"<svg" in page.content
@@ -215,6 +227,7 @@ def test_expired_enrollment_is_refused_and_replaced(make_user: Any) -> None:
     user = make_user("Agent", enrolled=False)
     client = Client()
     password_step(client, user.username)
+    redeem_enrollment_code(client, user)
     client.get("/accounts/enroll/")
     stale = TOTPDevice.objects.get(user=user, confirmed=False)
     TOTPDevice.objects.filter(pk=stale.pk).update(created_at=timezone.now() - timedelta(hours=1))

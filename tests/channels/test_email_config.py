@@ -159,8 +159,10 @@ def test_a_channel_on_an_unlisted_loopback_port_is_refused_at_connect(
 
 
 @pytest.fixture
-def supervisor(make_user: Any) -> Any:
-    return make_user(roles.SUPERVISOR, is_staff=True)
+def supervisor(make_user: Any, delegate_new_inboxes: Any) -> Any:
+    user = make_user(roles.SUPERVISOR, is_staff=True)
+    delegate_new_inboxes(user)
+    return user
 
 
 @pytest.fixture

@@ -17,8 +17,10 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def supervisor(make_user: Any, verified_client: Any) -> Client:
-    return verified_client(make_user(roles.SUPERVISOR, is_staff=True))
+def supervisor(make_user: Any, verified_client: Any, delegate_new_inboxes: Any) -> Client:
+    user = make_user(roles.SUPERVISOR, is_staff=True)
+    delegate_new_inboxes(user)
+    return verified_client(user)
 
 
 def test_supervisor_creates_a_channel_and_sees_the_snippet_and_secret_once(supervisor: Client) -> None:

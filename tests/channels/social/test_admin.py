@@ -33,8 +33,10 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def supervisor(make_user: Callable[..., Any]) -> Any:
-    return make_user(roles.SUPERVISOR, is_staff=True)
+def supervisor(make_user: Callable[..., Any], delegate_new_inboxes: Any) -> Any:
+    user = make_user(roles.SUPERVISOR, is_staff=True)
+    delegate_new_inboxes(user)
+    return user
 
 
 @pytest.fixture
