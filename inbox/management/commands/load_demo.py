@@ -36,6 +36,8 @@ from inbox.services import InboundMessage, inbound_message_record
 DEMO_USERS: list[tuple[str, str, list[str], bool]] = [
     # username, full name, roles, staff (admin access)
     ("supervisor", "Sam Supervisor", [roles.SUPERVISOR], True),
+    # A second supervisor: privilege changes one asks for, the other approves.
+    ("sasha", "Sasha Supervisor", [roles.SUPERVISOR], True),
     ("alice", "Alice Support", [roles.AGENT], False),
     ("bob", "Bob Sales", [roles.AGENT], False),
     ("carol", "Carol Billing", [roles.AGENT, roles.BILLING_AGENT], False),
@@ -57,8 +59,11 @@ DEMO_TEAMS = [
     ("Billing team", ["Billing"], AGENT_PERMS),
     ("Supervisors", ALL_INBOXES, SUPERVISOR_PERMS),
 ]
+# The Supervisors team manages the agents' teams (their members and accounts).
+DEMO_MANAGED_TEAMS = {"Supervisors": ["Support team", "Sales team", "Billing team"]}
 DEMO_TEAMS_OF = {
     "supervisor": ["Supervisors"],
+    "sasha": ["Supervisors"],
     "alice": ["Support team"],
     "bob": ["Sales team"],
     "carol": ["Billing team"],
@@ -157,11 +162,15 @@ class Command(BaseCommand):
             name: Inbox.objects.create(name=name, channel_kind=kind, module=module)
             for name, kind, module in DEMO_INBOXES
         }
+        teams = {}
         for team_name, inbox_names, perms in DEMO_TEAMS:
-            team = Team.objects.create(name=team_name)
+            team = teams[team_name] = Team.objects.create(name=team_name)
             for inbox_name in inbox_names:
                 for perm in perms:
                     assign_perm(perm, team, inboxes[inbox_name])
+        for manager_name, managed_names in DEMO_MANAGED_TEAMS.items():
+            for managed_name in managed_names:
+                assign_perm("manage_team", teams[manager_name], teams[managed_name])
         labels = {name: Label.objects.create(name=name, color=color) for name, color in DEMO_LABELS}
         CannedResponse.objects.create(
             shortcut="thanks", text="Thank you for reaching out! We are looking into it right away."
