@@ -233,7 +233,8 @@ class ChangeRequestForm(forms.ModelForm[ChangeRequest]):
         self._set_queryset("subjects", policy.managed_users(ctx))
         self._set_queryset("group", groups)
         self._set_queryset("groups", groups)
-        self.fields["reason"].help_text = "Required. The approver and the audit trail see it."
+        if "reason" in self.fields:  # a decided or pending request shows it read-only
+            self.fields["reason"].help_text = "Required. The approver and the audit trail see it."
 
     def _set_queryset(self, name: str, queryset: QuerySet[Any]) -> None:
         field = self.fields[name]

@@ -36,4 +36,8 @@ def test_demo_loads_once_with_two_segments(tmp_path, settings) -> None:  # type:
     assert seen("supervisor") == {"Email support", "Website chat", "Sales WhatsApp", "Billing"}
     # The supervisors manage the agents' accounts, not each other's: that is for an administrator.
     supervisor = AccessContext(user=User.objects.get(username="supervisor"))
-    assert set(policy.managed_users(supervisor).values_list("username", flat=True)) == {"alice", "bob", "carol"}
+    assert set(policy.managed_users(supervisor).values_list("username", flat=True)) == {
+        "alice",
+        "bob",
+        "carol",
+    }

@@ -502,3 +502,21 @@ def test_the_queue_shows_only_changes_in_scope(org: Org, verified_client: Any) -
     approve(verified_client(org.sue), billing_change)
     billing_change.refresh_from_db()
     assert billing_change.state == ChangeRequest.State.PENDING
+
+
+def test_every_admin_page_answers_without_error(org: Org, verified_client: Any) -> None:
+    """Each registered model's list, add and change pages, for a supervisor and for an
+    administrator: shown, redirected or refused — never a server error."""
+    from django.contrib import admin
+
+    request_change(verified_client(org.sam), kind="reset_password", subjects=[org.agent.pk], reason="forgot")
+    for viewer in (org.sam, org.administrator):
+        client = verified_client(viewer)
+        for model in admin.site._registry:
+            meta = model._meta
+            base = f"/admin/{meta.app_label}/{meta.model_name}/"
+            first = model._default_manager.order_by("pk").first()
+            urls = [base, f"{base}add/"] + ([f"{base}{first.pk}/change/"] if first is not None else [])
+            for url in urls:
+                status = client.get(url).status_code
+                assert status in (200, 302, 403), f"{viewer.username} {url}: {status}"
