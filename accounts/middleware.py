@@ -12,7 +12,12 @@ from django.urls import Resolver404, resolve, reverse
 
 from accounts.models import UserSession
 from accounts.selectors import is_verified
-from accounts.services import has_confirmed_totp, session_end, session_lifetime_check
+from accounts.services import (
+    SESSION_ENDED_REASON_KEY,
+    has_confirmed_totp,
+    session_end,
+    session_lifetime_check,
+)
 from audit.services import Kind, Severity, security_event_record
 
 # URL names reachable before verification. Login and health also without a session.
@@ -22,6 +27,11 @@ PRE_VERIFICATION_URL_NAMES = frozenset({"accounts:otp", "accounts:enroll", "acco
 # signatures); each view behind them checks that proof itself.
 SELF_AUTHENTICATING_PREFIXES: tuple[str, ...] = ("/hooks/", "/livechat/")
 API_PREFIX = "/api/"
+# Reasons this middleware decides, so it records them; the others were recorded by whoever
+# ended the session (a supervisor, "sign out everywhere", a lock).
+ENDED_BY_THIS_CHECK = frozenset(
+    {UserSession.EndReason.IDLE, UserSession.EndReason.ABSOLUTE, UserSession.EndReason.DEVICE_CHANGED}
+)
 
 
 def _url_name(request: HttpRequest) -> str | None:
@@ -48,7 +58,10 @@ class SessionLifetimeMiddleware:
             if reason is not None:
                 user = request.user
                 session_end(request=request, reason=reason)
-                if reason != UserSession.EndReason.REVOKED:
+                # Kept in the fresh anonymous session for the sign-in page, which says why
+                # in words of its own: a code, never text from the request.
+                request.session[SESSION_ENDED_REASON_KEY] = reason.value
+                if reason in ENDED_BY_THIS_CHECK:
                     security_event_record(
                         kind=Kind.SESSION_ENDED,
                         request=request,

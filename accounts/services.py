@@ -26,6 +26,8 @@ from audit.services import SESSION_ID_KEY, Kind, Severity, client_ip, security_e
 SESSION_STARTED_KEY = "portcullis_session_started"
 SESSION_LAST_SEEN_KEY = "portcullis_last_seen"
 OTP_VERIFIED_AT_KEY = "portcullis_otp_verified_at"
+# Set in the anonymous session that follows one the server ended: the EndReason's value.
+SESSION_ENDED_REASON_KEY = "portcullis_ended_reason"
 BACKUP_DEVICE_NAME = "backup codes"
 TOTP_DEVICE_NAME = "authenticator"
 
@@ -295,10 +297,15 @@ def session_lifetime_check(
     if now - float(last_seen) > settings.SESSION_IDLE_TIMEOUT.total_seconds():
         return UserSession.EndReason.IDLE
     record = (
-        UserSession.objects.filter(pk=session_id, user_id=user_id).only("ended_at", "user_agent_hash").first()
+        UserSession.objects.filter(pk=session_id, user_id=user_id)
+        .only("ended_at", "end_reason", "user_agent_hash")
+        .first()
     )
-    if record is None or record.ended_at is not None:
+    if record is None:
         return UserSession.EndReason.REVOKED
+    if record.ended_at is not None:
+        # Ended elsewhere (signed out everywhere, a supervisor, a lock): the person is told which.
+        return UserSession.EndReason(record.end_reason or UserSession.EndReason.REVOKED)
     if record.user_agent_hash != hashlib.sha256(user_agent.encode()).hexdigest():
         return UserSession.EndReason.DEVICE_CHANGED
     # Idle time is tracked to the minute: writing on every request would cost a session
@@ -307,3 +314,10 @@ def session_lifetime_check(
         session[SESSION_LAST_SEEN_KEY] = now
         UserSession.objects.filter(pk=session_id).update(last_seen_at=timezone.now())
     return None
+
+
+def session_touch(*, session: SessionBase) -> None:
+    """The person said they are still there ("stay signed in"): restart the idle clock now,
+    not at the next once-a-minute write, so the time the page shows is the time they have."""
+    session[SESSION_LAST_SEEN_KEY] = timezone.now().timestamp()
+    UserSession.objects.filter(pk=session[SESSION_ID_KEY]).update(last_seen_at=timezone.now())

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from base64 import b32encode
+from datetime import timedelta
 from urllib.parse import urlencode
 
 import segno
@@ -19,7 +20,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from accounts import services, supervision
 from accounts.forms import ActivateForm, EnrollForm, LoginForm, OTPTokenForm, PasswordOutcome
 from accounts.models import User, UserSession
-from accounts.selectors import is_verified, session_list
+from accounts.selectors import is_verified, session_clock, session_list
 from audit.services import Kind, Severity, security_event_record
 
 # Set when an enrollment code was redeemed in this session: the one way to a first authenticator.
@@ -40,6 +41,40 @@ def _with_next(url_name: str, next_url: str) -> str:
     return f"{reverse(url_name)}?{urlencode({'next': next_url})}"
 
 
+_UNITS = ((3600, "hour"), (60, "minute"), (1, "second"))
+
+
+def _spoken(duration: timedelta) -> str:
+    """'30 minutes', '12 hours', '1 hour': a configured lifetime as the sign-in page says it."""
+    seconds = int(duration.total_seconds())
+    count, unit = next((seconds // size, unit) for size, unit in _UNITS if seconds % size == 0)
+    return f"{count} {unit}{'' if count == 1 else 's'}"
+
+
+def ended_message(reason: str) -> str | None:
+    """What the sign-in page says about a session the server ended, by its EndReason value.
+
+    Fixed words per reason: the value comes from our own session, and even so it only picks
+    a sentence; an unknown value picks none.
+    """
+    idle = _spoken(settings.SESSION_IDLE_TIMEOUT)
+    absolute = _spoken(settings.SESSION_ABSOLUTE_TIMEOUT)
+    messages_by_reason: dict[str, str] = {
+        UserSession.EndReason.IDLE: f"You were signed out after {idle} without activity.",
+        UserSession.EndReason.ABSOLUTE: f"Sessions last at most {absolute}. Sign in again to go on.",
+        UserSession.EndReason.REVOKED: "A supervisor ended your session.",
+        UserSession.EndReason.LOGOUT_EVERYWHERE: "You signed out everywhere, this browser included.",
+        UserSession.EndReason.LOCKED: LOCKED_MESSAGE,
+        UserSession.EndReason.DEVICE_CHANGED: (
+            "Your browser changed since you signed in, so the session ended. Sign in again; "
+            "if you did not switch or update your browser, tell your supervisor."
+        ),
+        UserSession.EndReason.FACTOR_CHANGED: "Your second factor was changed, which ends every session.",
+        UserSession.EndReason.LOGOUT: "You are signed out.",
+    }
+    return messages_by_reason.get(reason)
+
+
 def _current_user(request: HttpRequest) -> User:
     assert isinstance(request.user, User)  # noqa: S101  # the gate lets only users here
     return request.user
@@ -50,6 +85,7 @@ def _current_user(request: HttpRequest) -> User:
 def login_view(request: HttpRequest) -> HttpResponse:
     if is_verified(request.user):
         return redirect(_safe_next(request))
+    ended = ended_message(request.session.pop(services.SESSION_ENDED_REASON_KEY, ""))
     form = LoginForm(request.POST or None, request=request)
     if request.method == "POST":
         if form.is_valid() and form.user is not None:
@@ -93,7 +129,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
     response = render(
         request,
         "accounts/login.html",
-        {"form": form, "next": _safe_next(request)},
+        {"form": form, "next": _safe_next(request), "ended_message": ended},
         status=429 if form.retry_after is not None else 400 if form.errors else 200,
     )
     if form.retry_after is not None:
@@ -223,6 +259,17 @@ def logout_view(request: HttpRequest) -> HttpResponse:
         security_event_record(kind=Kind.LOGOUT, request=request, user=user)
     messages.info(request, "You are signed out.")
     return redirect("accounts:login")
+
+
+@never_cache
+@require_POST
+def session_keepalive_view(request: HttpRequest) -> JsonResponse:
+    """ "Stay signed in" on the idle warning: restarts the idle clock and tells the page how
+    long the session now has (the absolute limit stays where it was)."""
+    services.session_touch(session=request.session)
+    clock = session_clock(session=request.session)
+    assert clock is not None  # noqa: S101  # the gate lets only live sessions here
+    return JsonResponse({"idle_seconds": clock.idle_seconds, "absolute_seconds": clock.absolute_seconds})
 
 
 @require_POST

@@ -4,7 +4,8 @@ Every error body has a `detail` string; a validation error also keeps its per-fi
 `errors`. Loaders' Http404 is already a JSON 404 through DRF's own handler; unknown paths
 under /api/ reach a catch-all view. What Django itself answers before or around DRF (a
 refused Host header, an unhandled exception) goes through the error handlers below, which
-answer JSON under /api/ and leave every other path to Django's pages.
+answer JSON under /api/ and render the site's own pages (templates/4xx.html, 500.html)
+everywhere else.
 """
 
 from __future__ import annotations
@@ -61,6 +62,18 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     if request.path_info.startswith(API_PREFIX):
         return JsonResponse({"detail": "Bad request."}, status=400)
     return defaults.bad_request(request, exception)
+
+
+def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if request.path_info.startswith(API_PREFIX):
+        return JsonResponse({"detail": "You do not have permission to perform this action."}, status=403)
+    return defaults.permission_denied(request, exception)
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if request.path_info.startswith(API_PREFIX):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return defaults.page_not_found(request, exception)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:

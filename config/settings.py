@@ -88,6 +88,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "auditlog.middleware.AuditlogMiddleware",
+    "config.middleware.NotFoundPageMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -105,6 +106,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "csp.context_processors.nonce",
+                "accounts.context_processors.session_warning",
             ],
         },
     },
@@ -196,6 +198,13 @@ CELERY_BEAT_SCHEDULE = {
     "social-events-sweep": {"task": "channels_app.social_events_sweep", "schedule": 60.0},
     # Privilege changes nobody approved in time are closed (approval re-checks expiry too).
     "change-requests-expire": {"task": "accounts.change_requests_expire", "schedule": 300.0},
+    # Chains new audit rows shortly after they commit (see audit.chain); the minute's
+    # checkpoint seals too, then signs the chain heads out of the database.
+    "audit-chain-seal": {
+        "task": "audit.chain_seal",
+        "schedule": float(os.environ.get("AUDIT_SEAL_INTERVAL_SECONDS", "5")),
+    },
+    "audit-checkpoint": {"task": "audit.checkpoint_write", "schedule": 60.0},
 }
 
 # --- Authentication ---------------------------------------------------------------------
@@ -267,7 +276,10 @@ ANONYMOUS_USER_NAME = None
 SESSION_ENGINE = (
     "django.contrib.sessions.backends.cached_db" if REDIS_URL else "django.contrib.sessions.backends.db"
 )
-SESSION_IDLE_TIMEOUT = timedelta(minutes=int(os.environ.get("SESSION_IDLE_MINUTES", "30")))
+# Minutes may be fractional ("0.5"), which lets a browser test watch a timeout happen.
+SESSION_IDLE_TIMEOUT = timedelta(seconds=round(60 * float(os.environ.get("SESSION_IDLE_MINUTES", "30"))))
+# The agent pages warn this long before the idle timeout, with a way to stay signed in.
+SESSION_IDLE_WARNING = timedelta(seconds=int(os.environ.get("SESSION_IDLE_WARNING_SECONDS", "120")))
 SESSION_ABSOLUTE_TIMEOUT = timedelta(hours=int(os.environ.get("SESSION_ABSOLUTE_HOURS", "12")))
 SESSION_COOKIE_AGE = int(SESSION_ABSOLUTE_TIMEOUT.total_seconds())
 SESSION_COOKIE_HTTPONLY = True
@@ -455,3 +467,19 @@ AUDITLOG_INCLUDE_TRACKING_MODELS = (
     {"model": "inbox.TeamGroupObjectPermission"},
 )
 AUDITLOG_STORE_JSON_CHANGES = True
+
+# --- Tamper evidence (audit.chain) ------------------------------------------------------
+
+# Base64 of the 32-byte Ed25519 seed that signs the minute's checkpoint. Required when
+# DEBUG is off; in DEBUG a key is generated once into AUDIT_SIGNING_KEY_FILE.
+AUDIT_SIGNING_KEY = os.environ.get("AUDIT_SIGNING_KEY", "")
+AUDIT_SIGNING_KEY_FILE = Path(os.environ.get("AUDIT_SIGNING_KEY_FILE", str(BASE_DIR / "var" / "audit-signing.key")))
+# Base64 of the raw public key, for a machine that only verifies (it needs no private key).
+AUDIT_VERIFY_KEY = os.environ.get("AUDIT_VERIFY_KEY", "")
+# Checkpoints go outside the database: a JSON-lines file, ideally shipped off the host.
+AUDIT_CHECKPOINT_FILE = Path(
+    os.environ.get("AUDIT_CHECKPOINT_FILE", str(BASE_DIR / "var" / "audit" / "checkpoints.jsonl"))
+)
+# How long the sealer waits on a gap in an audit table's ids before taking it for a
+# rolled-back insert; longer than any transaction that writes audit rows.
+AUDIT_SEAL_GRACE_SECONDS = int(os.environ.get("AUDIT_SEAL_GRACE_SECONDS", "60"))

@@ -5,8 +5,10 @@ from drf_spectacular.views import SpectacularAPIView
 from accounts.views import health_view
 from inbox.api import UnknownEndpointView
 
-# Django's own 400 and 500 pages are HTML; under /api/ these answer JSON.
+# Under /api/ these answer JSON; elsewhere the site's styled pages (templates/4xx.html, 500.html).
 handler400 = "config.api.bad_request"
+handler403 = "config.api.permission_denied"
+handler404 = "config.api.page_not_found"
 handler500 = "config.api.server_error"
 
 urlpatterns = [
