@@ -198,13 +198,6 @@ CELERY_BEAT_SCHEDULE = {
     "social-events-sweep": {"task": "channels_app.social_events_sweep", "schedule": 60.0},
     # Privilege changes nobody approved in time are closed (approval re-checks expiry too).
     "change-requests-expire": {"task": "accounts.change_requests_expire", "schedule": 300.0},
-    # Chains new audit rows shortly after they commit (see audit.chain); the minute's
-    # checkpoint seals too, then signs the chain heads out of the database.
-    "audit-chain-seal": {
-        "task": "audit.chain_seal",
-        "schedule": float(os.environ.get("AUDIT_SEAL_INTERVAL_SECONDS", "5")),
-    },
-    "audit-checkpoint": {"task": "audit.checkpoint_write", "schedule": 60.0},
 }
 
 # --- Authentication ---------------------------------------------------------------------
@@ -467,19 +460,3 @@ AUDITLOG_INCLUDE_TRACKING_MODELS = (
     {"model": "inbox.TeamGroupObjectPermission"},
 )
 AUDITLOG_STORE_JSON_CHANGES = True
-
-# --- Tamper evidence (audit.chain) ------------------------------------------------------
-
-# Base64 of the 32-byte Ed25519 seed that signs the minute's checkpoint. Required when
-# DEBUG is off; in DEBUG a key is generated once into AUDIT_SIGNING_KEY_FILE.
-AUDIT_SIGNING_KEY = os.environ.get("AUDIT_SIGNING_KEY", "")
-AUDIT_SIGNING_KEY_FILE = Path(os.environ.get("AUDIT_SIGNING_KEY_FILE", str(BASE_DIR / "var" / "audit-signing.key")))
-# Base64 of the raw public key, for a machine that only verifies (it needs no private key).
-AUDIT_VERIFY_KEY = os.environ.get("AUDIT_VERIFY_KEY", "")
-# Checkpoints go outside the database: a JSON-lines file, ideally shipped off the host.
-AUDIT_CHECKPOINT_FILE = Path(
-    os.environ.get("AUDIT_CHECKPOINT_FILE", str(BASE_DIR / "var" / "audit" / "checkpoints.jsonl"))
-)
-# How long the sealer waits on a gap in an audit table's ids before taking it for a
-# rolled-back insert; longer than any transaction that writes audit rows.
-AUDIT_SEAL_GRACE_SECONDS = int(os.environ.get("AUDIT_SEAL_GRACE_SECONDS", "60"))
