@@ -4,8 +4,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
-# docs/demo (a stand-in customer website embedding the chat widget) is served here.
+# The demo website (docs/demo, a stand-in customer site embedding the chat widget) is
+# served on DEMO_PORT; the demo email inboxes send replies to an SMTP sink on DEMO_SMTP_PORT.
 DEMO_PORT ?= 8001
+DEMO_SMTP_PORT ?= 8025
+comma := ,
 
 # Tests need real services; these are the defaults on a developer machine.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/portcullis
@@ -27,17 +30,21 @@ $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
 # in-process tasks and an in-memory channel layer; with REDIS_URL a Celery worker
 # (with beat) runs beside the server.
 run: export DEBUG ?= 1
+# Channels may reach loopback only on listed ports: the sink's is added to any given.
+run: export CHANNEL_ALLOW_PRIVATE_PORTS := $(if $(CHANNEL_ALLOW_PRIVATE_PORTS),$(CHANNEL_ALLOW_PRIVATE_PORTS)$(comma))$(DEMO_SMTP_PORT)
 run: $(VENV)/.installed
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py load_demo
+	$(PY) manage.py load_demo --app-url http://$(HOST):$(PORT) --site-port $(DEMO_PORT) --smtp-port $(DEMO_SMTP_PORT)
 	@echo "Inbox: http://$(HOST):$(PORT)/  Demo website with the chat widget (another origin): http://127.0.0.1:$(DEMO_PORT)/"
+	@echo "Email replies from the demo inboxes land in var/demo-mail/ (a Maildir), via SMTP on 127.0.0.1:$(DEMO_SMTP_PORT)"
 	@trap 'kill $$(jobs -p) 2>/dev/null' EXIT INT TERM; \
-	$(PY) -m http.server $(DEMO_PORT) --bind 127.0.0.1 --directory docs/demo >/dev/null 2>&1 & \
+	$(PY) -m http.server $(DEMO_PORT) --bind 127.0.0.1 --directory var/demo-site >/dev/null 2>&1 & \
+	$(PY) -m aiosmtpd -n -l 127.0.0.1:$(DEMO_SMTP_PORT) -c aiosmtpd.handlers.Mailbox var/demo-mail & \
 	if [ -n "$$REDIS_URL" ]; then \
 		echo "Starting a Celery worker with beat (REDIS_URL is set)"; \
 		$(VENV)/bin/celery -A config worker --beat --loglevel=INFO --concurrency=2 & \
 	fi; \
-	$(VENV)/bin/uvicorn config.asgi:application --host $(HOST) --port $(PORT)
+	$(VENV)/bin/uvicorn config.asgi:application --host $(HOST) --port $(PORT) --lifespan off
 
 test: export DATABASE_URL ?= $(TEST_DATABASE_URL)
 test: export REDIS_URL ?= $(TEST_REDIS_URL)

@@ -58,6 +58,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # Its configuration checks (and DEBUG's start-up warning that they are off otherwise).
+    "servestatic",
     "django_otp",
     "django_otp.plugins.otp_totp",
     "django_otp.plugins.otp_static",
@@ -172,7 +174,8 @@ else:
 
 # --- Celery -----------------------------------------------------------------------------
 
-CELERY_BROKER_URL = REDIS_URL or "memory://"
+# The in-memory transport wants a host name too, or kombu warns at the first task.
+CELERY_BROKER_URL = REDIS_URL or "memory://localhost/"
 CELERY_RESULT_BACKEND = None
 # Without a broker the tasks run in-process, so `make run` needs no Redis.
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL

@@ -12,14 +12,16 @@ from typing import Any
 import segno
 from django.conf import settings
 from django.contrib.auth.models import Group
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
+from django.template import Context, Template
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from guardian.shortcuts import assign_perm
 
 from accounts import roles
 from accounts.models import User
+from channels_app.models import EmailChannel, LiveChatChannel, Security
 from inbox.models import (
     CannedResponse,
     ChannelKind,
@@ -68,9 +70,16 @@ DEMO_TEAMS_OF = {
     "bob": ["Sales team"],
     "carol": ["Billing team"],
 }
-# docs/demo/index.html embeds the widget with this key; it is served from these origins.
+# The demo website (docs/demo/index.html, rendered into var/demo-site/ with the app's
+# address) embeds the widget with this key; its origins follow the port it is served on.
 DEMO_WIDGET_KEY = "lc_demo-website-chat"
-DEMO_WIDGET_ORIGINS = ["http://127.0.0.1:8001", "http://localhost:8001"]
+DEMO_SITE_TEMPLATE = Path(__file__).resolve().parents[3] / "docs" / "demo" / "index.html"
+# The demo's email inboxes send through a local SMTP sink (`make run` starts one). They have
+# no IMAP server: their poll interval is the longest allowed and restarts at every load,
+# so no poll falls into a demo session.
+DEMO_MAILBOXES = {"Email support": "support@demo.portcullis.test", "Billing": "billing@demo.portcullis.test"}
+DEMO_MAIL_HOST = "127.0.0.1"
+DEMO_POLL_INTERVAL_SECONDS = 86_400
 DEMO_LABELS = [("vip", "#b54708"), ("bug", "#b42318"), ("refund", "#1f5fbf")]
 DEMO_CONVERSATIONS = [
     (
@@ -117,14 +126,28 @@ DEMO_CONVERSATIONS = [
 
 
 class Command(BaseCommand):
-    help = "Create the demo organisation (safe to run again)."
+    help = "Create the demo organisation (safe to run again; addresses and ports are updated)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--app-url",
+            default="http://127.0.0.1:8000",
+            help="Where Portcullis serves (the widget's source).",
+        )
+        parser.add_argument(
+            "--site-port", type=int, default=8001, help="The port the demo website is served on."
+        )
+        parser.add_argument("--smtp-port", type=int, default=8025, help="The local SMTP sink's port.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        credentials_file = Path(settings.BASE_DIR) / "var" / "demo-credentials.txt"
+        var = Path(settings.BASE_DIR) / "var"
+        credentials_file = var / "demo-credentials.txt"
+        site_origins = [f"http://{host}:{options['site_port']}" for host in ("127.0.0.1", "localhost")]
         created: list[str] = []
         with transaction.atomic():
             self._segments()
-            self._livechat()
+            self._livechat(site_origins)
+            self._mailboxes(options["smtp_port"])
             for username, full_name, role_names, staff in DEMO_USERS:
                 if User.objects.filter(username=username).exists():
                     continue
@@ -141,6 +164,7 @@ class Command(BaseCommand):
                 user.groups.set(Group.objects.filter(name__in=[*role_names, *DEMO_TEAMS_OF[username]]))
                 device = TOTPDevice.objects.create(user=user, name="authenticator", confirmed=True)
                 created.append(self._show(user, password, device))
+        self._website(var / "demo-site", app_url=options["app_url"].rstrip("/"), site_origin=site_origins[0])
         if created:
             credentials_file.parent.mkdir(parents=True, exist_ok=True)
             with credentials_file.open("a") as out:
@@ -206,19 +230,50 @@ class Command(BaseCommand):
                 issued_at=now.date() - timedelta(days=40 if status == "paid" else 12),
             )
 
-    def _livechat(self) -> None:
-        """The website chat's widget, for the demo page that `make run` serves on port 8001."""
-        from channels_app.models import LiveChatChannel
-
+    def _livechat(self, site_origins: list[str]) -> None:
+        """The website chat's widget, for the demo website on the given origins."""
         inbox = Inbox.objects.filter(name="Website chat", channel_kind=ChannelKind.LIVECHAT).first()
-        if inbox is None or LiveChatChannel.objects.filter(inbox=inbox).exists():
+        if inbox is None:
             return
-        LiveChatChannel.objects.create(
-            inbox=inbox,
-            key=DEMO_WIDGET_KEY,
-            allowed_origins="\n".join(DEMO_WIDGET_ORIGINS),
-            welcome_text="Hi! This is the Portcullis demo chat. Ask us anything.",
+        origins = "\n".join(site_origins)
+        # Only the demo's own channel follows the ports; one a supervisor added stays as it is.
+        if LiveChatChannel.objects.filter(key=DEMO_WIDGET_KEY).update(allowed_origins=origins):
+            return
+        if not LiveChatChannel.objects.filter(inbox=inbox).exists():
+            LiveChatChannel.objects.create(
+                inbox=inbox,
+                key=DEMO_WIDGET_KEY,
+                allowed_origins=origins,
+                welcome_text="Hi! This is the Portcullis demo chat. Ask us anything.",
+            )
+
+    def _mailboxes(self, smtp_port: int) -> None:
+        """Email channels for the demo's email inboxes, so that replies are delivered."""
+        # The IMAP side points at the sink too: loopback, on a port the demo allows.
+        endpoint = {"imap_host": DEMO_MAIL_HOST, "imap_port": smtp_port, "smtp_host": DEMO_MAIL_HOST}
+        endpoint |= {"smtp_port": smtp_port, "poll_enqueued_at": timezone.now()}
+        for inbox_name, address in DEMO_MAILBOXES.items():
+            inbox = Inbox.objects.filter(name=inbox_name, channel_kind=ChannelKind.EMAIL).first()
+            if inbox is None or EmailChannel.objects.filter(email_address=address).update(**endpoint):
+                continue
+            if not EmailChannel.objects.filter(inbox=inbox).exists():
+                EmailChannel.objects.create(
+                    inbox=inbox,
+                    email_address=address,
+                    poll_interval_seconds=DEMO_POLL_INTERVAL_SECONDS,
+                    imap_security=Security.NONE,
+                    imap_username=address,
+                    smtp_security=Security.NONE,
+                    **endpoint,
+                )
+
+    def _website(self, directory: Path, *, app_url: str, site_origin: str) -> None:
+        """The demo website, embedding the widget from wherever the app serves."""
+        page = Template(DEMO_SITE_TEMPLATE.read_text()).render(
+            Context({"app_url": app_url, "site_origin": site_origin, "widget_key": DEMO_WIDGET_KEY})
         )
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "index.html").write_text(page)
 
     def _show(self, user: User, password: str, device: TOTPDevice) -> str:
         uri = device.config_url
