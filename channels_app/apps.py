@@ -6,33 +6,24 @@ class ChannelsAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from channels_app import outbound, tasks
-        from inbox.models import ChannelKind
-
-        outbound.register_sender(ChannelKind.EMAIL, tasks.email_reply_enqueue)
-        self._livechat_ready()
-        # Also registers the social channels' tasks with Celery (autodiscovery finds tasks.py only).
-        from channels_app import social_tasks
-
-        for kind in (
-            ChannelKind.TELEGRAM,
-            ChannelKind.WHATSAPP,
-            ChannelKind.MESSENGER,
-            ChannelKind.INSTAGRAM,
-            ChannelKind.SMS,
-            ChannelKind.VOICE,
-        ):
-            outbound.register_sender(kind, social_tasks.social_reply_enqueue)
-
-    @staticmethod
-    def _livechat_ready() -> None:
         from django.db.models.signals import post_delete, post_save
 
-        from channels_app import livechat, outbound
-        from channels_app.models import LiveChatChannel
+        from channels_app.common import outbound
+        from channels_app.email.services import EmailReplies
+        from channels_app.livechat import services as livechat
+        from channels_app.livechat.models import LiveChatChannel
+        from channels_app.webhooks.registry import PROVIDERS
+        from channels_app.webhooks.services import WebhookReplies
+        from inbox import services as inbox_services
         from inbox.models import ChannelKind
 
-        # A group send is all a reply needs: no task queue between the agent and the visitor.
-        outbound.register_sender(ChannelKind.LIVECHAT, livechat.livechat_reply_send)
+        # Which family answers each kind of inbox; every one goes through outbound.reply_deliver.
+        webhook_replies = WebhookReplies()
+        for provider in PROVIDERS.values():
+            for kind in provider.inbox_kinds:
+                outbound.reply_channel_register(kind, webhook_replies)
+        outbound.reply_channel_register(ChannelKind.EMAIL, EmailReplies())
+        outbound.reply_channel_register(ChannelKind.LIVECHAT, livechat.LiveChatReplies())
+        inbox_services.outbound_dispatcher_set(outbound.reply_dispatch)
         for signal in (post_save, post_delete):
             signal.connect(livechat.channel_changed_receiver, sender=LiveChatChannel, dispatch_uid="livechat")

@@ -16,9 +16,11 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", health_view, name="health"),
     # Provider webhooks: each proves its origin by signature (see channels_app.webhooks).
-    path("hooks/", include("channels_app.hooks_urls")),
+    path("hooks/", include("channels_app.webhooks.urls")),
     # The chat widget's uploads: each proves the visitor by their signed token.
-    path("livechat/", include("channels_app.livechat_urls")),
+    path("livechat/", include("channels_app.livechat.urls")),
+    # Integrations push into their API channel with a token (see channels_app.api).
+    path("api/v1/channels/", include("channels_app.api.urls")),
     path("api/v1/", include("inbox.api_urls")),
     # Served with SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"]: a verified session or a token.
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

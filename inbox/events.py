@@ -16,11 +16,12 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
-from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import transaction
+
+from inbox.event_types import InboxEventName, InboxEventPayload, InboxLayerMessage, LayerMessage
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +37,11 @@ class _Sender:
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[tuple[list[str], dict[str, Any]]] | None = None
+        self._queue: asyncio.Queue[tuple[list[str], LayerMessage]] | None = None
         self._idle = threading.Event()
         self._idle.set()
 
-    def submit(self, groups: list[str], message: dict[str, Any]) -> None:
+    def submit(self, groups: list[str], message: LayerMessage) -> None:
         loop, queue = self._running()
         self._idle.clear()
         loop.call_soon_threadsafe(queue.put_nowait, (groups, message))
@@ -51,7 +52,7 @@ class _Sender:
             return True
         return self._idle.wait(timeout)
 
-    def _running(self) -> tuple[asyncio.AbstractEventLoop, asyncio.Queue[tuple[list[str], dict[str, Any]]]]:
+    def _running(self) -> tuple[asyncio.AbstractEventLoop, asyncio.Queue[tuple[list[str], LayerMessage]]]:
         with self._lock:
             # A forked worker (Celery prefork) inherits the object but not the thread.
             if self._loop is None or self._pid != os.getpid():
@@ -69,7 +70,7 @@ class _Sender:
         ready.set()
         loop.run_until_complete(self._drain(self._queue))
 
-    async def _drain(self, queue: asyncio.Queue[tuple[list[str], dict[str, Any]]]) -> None:
+    async def _drain(self, queue: asyncio.Queue[tuple[list[str], LayerMessage]]) -> None:
         layer = get_channel_layer()
         while True:
             if queue.empty():
@@ -90,7 +91,7 @@ _sender = _Sender()
 atexit.register(_sender.flush)
 
 
-def send_to_groups(groups: Iterable[str], message: dict[str, Any]) -> None:
+def send_to_groups(groups: Iterable[str], message: LayerMessage) -> None:
     """Send a channel-layer message to groups from synchronous code, without waiting."""
     targets = list(groups)
     layer = get_channel_layer()
@@ -112,6 +113,8 @@ def flush(timeout: float = 2.0) -> bool:
     return _sender.flush(timeout)
 
 
-def publish_after_commit(*, inbox_id: int, event: str, payload: dict[str, Any]) -> None:
-    message = {"type": "inbox.event", "event": event, "inbox_id": inbox_id, **payload}
+def publish_after_commit(*, inbox_id: int, event: InboxEventName, payload: InboxEventPayload) -> None:
+    """Tell the inbox's pages, once the transaction commits. Event and payload are entries of
+    the catalogue (inbox.event_types)."""
+    message: InboxLayerMessage = {"type": "inbox.event", "event": event, "inbox_id": inbox_id, **payload}
     transaction.on_commit(lambda: send_to_groups([inbox_group(inbox_id)], message))

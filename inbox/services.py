@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -82,11 +83,20 @@ def conversation_reply(*, ctx: AccessContext, conversation: Conversation, text: 
     return message
 
 
-def outbound_dispatch(message_id: int) -> None:
-    """Hand a queued outbound message to its channel's sender, if one is configured."""
-    from channels_app.outbound import dispatch
+# How a committed queued reply reaches its channel: set by channels_app at startup, so
+# inbox never imports the channels (they build on it). Unset, replies stay queued.
+_outbound_dispatcher: Callable[[int], None] | None = None
 
-    dispatch(message_id)
+
+def outbound_dispatcher_set(dispatcher: Callable[[int], None]) -> None:
+    global _outbound_dispatcher
+    _outbound_dispatcher = dispatcher
+
+
+def outbound_dispatch(message_id: int) -> None:
+    """Hand a queued outbound message to its channel, if channels are installed."""
+    if _outbound_dispatcher is not None:
+        _outbound_dispatcher(message_id)
 
 
 def note_add(*, ctx: AccessContext, conversation: Conversation, text: str) -> Note:

@@ -4,8 +4,8 @@ from django.contrib.auth.management import create_permissions
 from django.db import migrations, models
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 
-import channels_app.crypto
-import channels_app.models
+import channels_app.common.crypto
+import channels_app.livechat.models
 
 # Supervisors configure the widget (origins, identity verification, forms).
 SUPERVISOR_CODENAMES = [
@@ -45,7 +45,7 @@ class Migration(migrations.Migration):
                 (
                     "key",
                     models.CharField(
-                        default=channels_app.models.livechat_key_default, editable=False, max_length=40, unique=True
+                        default=channels_app.livechat.models.livechat_key_default, editable=False, max_length=40, unique=True
                     ),
                 ),
                 ("enabled", models.BooleanField(default=True)),
@@ -57,8 +57,8 @@ class Migration(migrations.Migration):
                 ),
                 (
                     "identity_secret",
-                    channels_app.crypto.EncryptedTextField(
-                        default=channels_app.models.livechat_secret_default, editable=False
+                    channels_app.common.crypto.EncryptedTextField(
+                        default=channels_app.livechat.models.livechat_secret_default, editable=False
                     ),
                 ),
                 (

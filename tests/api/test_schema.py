@@ -30,6 +30,7 @@ PATHS = {
     "/api/v1/conversations/{conversation_id}/messages/": {"get", "post"},
     "/api/v1/conversations/{conversation_id}/notes/": {"get", "post"},
     "/api/v1/contacts/{contact_id}/": {"get"},
+    "/api/v1/channels/{channel_id}/messages": {"post"},
 }
 
 

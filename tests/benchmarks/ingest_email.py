@@ -191,7 +191,7 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
 
 
 def end_to_end(server_port: int, username: str, password: str, count: int) -> dict[str, Any]:
-    from channels_app import tasks
+    from channels_app.email import tasks
     from channels_app.models import EmailChannel, InboundEmail, Security
     from config.celery import app
     from inbox.models import Inbox, Message

@@ -9,7 +9,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
-from channels_app import livechat
+from channels_app.livechat import services as livechat
 from channels_app.models import LiveChatChannel
 from inbox.models import Attachment, ChannelKind, Inbox, Message
 from tests.livechat.conftest import SHOP

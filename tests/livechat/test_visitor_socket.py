@@ -11,7 +11,7 @@ from unittest import mock
 import pytest
 from django.core import signing
 
-from channels_app import livechat
+from channels_app.livechat import services as livechat
 from channels_app.models import LiveChatChannel
 from inbox import services
 from inbox.models import ChannelKind, ContactIdentity, Conversation, Message
@@ -393,7 +393,7 @@ async def test_origin_is_checked_against_the_normalised_allowlist(chat: Chat) ->
 
 
 async def test_a_socket_that_never_says_hello_is_closed(chat: Chat, monkeypatch: Any) -> None:
-    from channels_app import consumers
+    from channels_app.livechat import consumers
 
     monkeypatch.setattr(consumers, "HELLO_TIMEOUT_SECONDS", 0.3)
     communicator, connected = await visitor_socket(chat.channel.key)

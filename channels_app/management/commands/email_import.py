@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from channels_app import services
+from channels_app.email import services
 from channels_app.models import EmailChannel
 
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from channels_app import services
-from channels_app.email_imap import MailboxError
+from channels_app.email import services
+from channels_app.email.imap import MailboxError
 
 
 class Command(BaseCommand):

@@ -6,12 +6,13 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from channels_app import services, social_services
+from channels_app.email import services as email_services
+from channels_app.webhooks import services as webhook_services
 
 
 class Command(BaseCommand):
     help = "Re-encrypt every stored secret with the first key of FIELD_ENCRYPTION_KEYS."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        count = services.channel_secrets_rotate() + social_services.social_channel_secrets_rotate()
+        count = email_services.channel_secrets_rotate() + webhook_services.channel_secrets_rotate()
         self.stdout.write(f"{count} channel(s) re-encrypted under the newest key.")

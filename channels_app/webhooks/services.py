@@ -1,0 +1,608 @@
+"""Writes for the webhook channels, the same for every provider (Telegram, WhatsApp,
+Messenger, Instagram, SMS and voice through Twilio); what differs is asked of the provider
+(channels_app.webhooks.contract, found in registry.PROVIDERS).
+
+Inbound runs in two steps, each committed before the next:
+
+1. intake (the webhook view, or a getUpdates poll): the delivery's origin is proven, then
+   its raw body is stored as an InboundEvent keyed by the provider's id, and the provider
+   is answered. Nothing else happens while the provider waits.
+2. processing (a task): the event becomes contacts, conversations, messages, attachments,
+   delivery statuses and call records in the channel's inbox, idempotently. Unknown kinds
+   are kept and marked; an event that keeps failing is marked failed, never retried forever;
+   a status for a message we never sent is ignored after UNKNOWN_STATUS_TRIES tries.
+
+Outbound replies leave through the common pipeline (channels_app.common.outbound); the
+provider's part is `WebhookReplies`.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import NoReturn
+
+from django.conf import settings
+from django.core.cache import BaseCache, caches
+from django.db import DataError, IntegrityError, InterfaceError, OperationalError, transaction
+from django.db.models import F
+from django.http import HttpRequest
+from django.utils import timezone
+
+from audit.services import Kind, Severity, client_ip, security_event_record
+from channels_app.common.inbound import attachment_build
+from channels_app.common.outbound import ReadyReply
+from channels_app.common.provider_http import ProviderError, TooLarge
+from channels_app.common.retry import backoff_ceiling
+from channels_app.email.parse import sniff
+from channels_app.webhooks import selectors
+from channels_app.webhooks.contract import Answer, HookRequest, WebhookProvider
+from channels_app.webhooks.items import (
+    Delivery,
+    FetchedMedia,
+    InboundText,
+    Item,
+    Malformed,
+    MediaRef,
+    Skipped,
+    StatusChange,
+)
+from channels_app.webhooks.models import InboundEvent, SocialChannel, VerificationMode
+from channels_app.webhooks.registry import PROVIDERS
+from inbox.models import Attachment, ChannelKind, Message
+from inbox.services import (
+    InboundMessage,
+    inbound_message_record,
+    message_delivery_announce,
+    message_delivery_set,
+)
+
+logger = logging.getLogger(__name__)
+
+Endpoint = InboundEvent.Endpoint
+EventStatus = InboundEvent.Status
+Delivered = Message.DeliveryStatus
+
+# An event whose processing was started this often without finishing is marked failed
+# instead of blocking its channel.
+MAX_PROCESS_ATTEMPTS = 5
+# A status naming no message of ours waits (the reply's send may not have committed yet);
+# after this many tries (about two minutes at the default backoff) it is taken for a
+# message we never sent, one sent from the provider's own console say, and ignored. At
+# most MAX_PROCESS_ATTEMPTS: past that an event is taken for one that kills the worker.
+UNKNOWN_STATUS_TRIES = 5
+# Events applied in one transaction: one commit (and one lock of the channel) per batch.
+PROCESS_BATCH = 200
+STALLED_AFTER = timedelta(minutes=5)
+# How long "a drain is queued" is remembered: a lost task delays the next one at most this.
+DRAIN_KEY_SECONDS = 30
+
+
+# --- Intake -----------------------------------------------------------------------------
+
+
+class Refused(Exception):
+    """The delivery did not prove its origin: 403, nothing stored."""
+
+
+def _hook_detail(request: HttpRequest, channel_id: int, provider: str, reason: str) -> dict[str, object]:
+    return {"provider": provider, "channel_id": channel_id, "path": request.path[:200], "reason": reason}
+
+
+def _refuse(request: HttpRequest, channel_id: int, provider: str, reason: str) -> NoReturn:
+    security_event_record(
+        kind=Kind.WEBHOOK_REFUSED,
+        request=request,
+        severity=Severity.WARNING,
+        detail=_hook_detail(request, channel_id, provider, reason),
+    )
+    raise Refused
+
+
+def delivery_type_refused(*, request: HttpRequest, channel_id: int, provider: str, expected: str) -> None:
+    """A POST not of the provider's content type, refused before the channel is looked up or
+    the body read: the same answer whatever the channel and signature, so it tells a caller
+    nothing. Logged with what a refusal records, but no SecurityEvent row: the caller has
+    proven nothing yet, and a row per request would let anyone fill the table."""
+    reason = f"Content-Type {(request.content_type or '')[:100]!r} is not {expected}"
+    detail = {**_hook_detail(request, channel_id, provider, reason), "ip_address": client_ip(request)}
+    logger.warning(
+        "webhook refused: %s channel %s: %s", provider, channel_id, reason, extra={"webhook": detail}
+    )
+
+
+def _channel_or_refuse(provider: WebhookProvider, channel_id: int, request: HttpRequest) -> SocialChannel:
+    channel = selectors.channel_enabled(provider.model, channel_id)
+    if channel is None:
+        _refuse(request, channel_id, provider.name, "no such enabled channel")
+    return channel
+
+
+def _channel_enabled_by_id(channel_id: int) -> tuple[WebhookProvider, SocialChannel] | None:
+    """An event's channel, as its provider's model, if it is still enabled and feeds an inbox
+    of its kind."""
+    provider = PROVIDERS.get(selectors.channel_provider(channel_id) or "")
+    channel = selectors.channel_enabled(provider.model, channel_id) if provider is not None else None
+    return (provider, channel) if provider is not None and channel is not None else None
+
+
+def _channel_for_inbox(inbox_id: int) -> tuple[WebhookProvider, SocialChannel] | None:
+    found = selectors.channel_of_inbox(inbox_id)
+    return _channel_enabled_by_id(found[1]) if found is not None else None
+
+
+def _verdict(channel: SocialChannel, problem: str | None, request: HttpRequest) -> bool:
+    """Refuse (raise) or accept a delivery; returns whether it was verified. In monitor mode
+    a failed check is accepted, and recorded as what enforce mode would have refused."""
+    if problem is None:
+        return True
+    if channel.verification_mode == VerificationMode.ENFORCE:
+        _refuse(request, channel.pk, channel.provider, problem)
+    security_event_record(
+        kind=Kind.WEBHOOK_UNVERIFIED,
+        request=request,
+        severity=Severity.WARNING,
+        detail={
+            **_hook_detail(request, channel.pk, channel.provider, problem),
+            "mode": VerificationMode.MONITOR,
+        },
+    )
+    return False
+
+
+def delivery_store(
+    channel: SocialChannel, endpoint: str, delivery: Delivery, body: bytes, verified: bool, note: str = ""
+) -> bool:
+    """Store a proven delivery once, keyed by the provider's ids, and queue its processing;
+    False for a replay of one already stored (answered like the first)."""
+    try:
+        with transaction.atomic():
+            InboundEvent.objects.create(
+                channel=channel,
+                endpoint=endpoint,
+                event_key=delivery.event_key(body),
+                body=body,
+                verified=verified,
+                verification_note=note[:200],
+            )
+            transaction.on_commit(lambda: process_later(channel.pk))
+    except IntegrityError:
+        return False
+    return True
+
+
+def subscription_verify(
+    *, provider: WebhookProvider, channel_id: int, params: dict[str, str], request: HttpRequest
+) -> str:
+    """A GET subscription check (Meta's): the challenge to echo, or Refused. Never accepted
+    unverified, whatever the mode: there is nothing to keep."""
+    channel = _channel_or_refuse(provider, channel_id, request)
+    challenge = provider.subscription_challenge(channel, params)
+    if challenge is None:
+        _refuse(request, channel_id, provider.name, "the subscription check does not match")
+    return challenge
+
+
+def delivery_accept(
+    *, provider: WebhookProvider, channel_id: int, hook: HookRequest, request: HttpRequest
+) -> Answer:
+    """Prove a delivery's origin (Refused, 403), read it far enough to key it (Malformed,
+    400), store it once, and return what the provider is answered."""
+    channel = _channel_or_refuse(provider, channel_id, request)
+    problem = provider.verify(channel, hook)
+    verified = _verdict(channel, problem, request)
+    delivery = provider.read(hook)
+    delivery_store(channel, hook.endpoint, delivery, hook.body, verified, problem or "")
+    return provider.answer(channel, hook, delivery)
+
+
+# --- Processing -------------------------------------------------------------------------
+
+
+class NotYet(Exception):
+    """The event names something not stored yet (a status for a reply whose send has not
+    committed): the event is tried again later."""
+
+
+@dataclass
+class Processed:
+    handled: int = 0
+    skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DrainResult:
+    processed: int = 0
+    # A full batch was taken: there may be more, drain again.
+    more: bool = False
+    # The earliest time an event put back for a retry is due.
+    retry_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    event: InboundEvent
+    items: list[Item]
+    media: dict[str, FetchedMedia]
+
+
+def _drain_key(channel_id: int) -> str:
+    return f"channels_app:drain-queued:{channel_id}"
+
+
+@functools.cache
+def _flags() -> BaseCache:
+    """One cache client for the process. Django's cache handles are per thread, and under
+    ASGI each request runs in a thread of its own: each delivery would open a connection."""
+    return caches.create_connection("default")
+
+
+def process_later(channel_id: int) -> None:
+    """Queue a drain of the channel's events, unless one is already queued: under load one
+    task then takes many events, instead of one task per delivery."""
+    from channels_app.webhooks import tasks as social_tasks
+
+    if _flags().add(_drain_key(channel_id), 1, timeout=DRAIN_KEY_SECONDS):
+        social_tasks.social_events_drain.delay(channel_id)
+
+
+def inbound_events_drain_started(*, channel_id: int) -> None:
+    """A drain task is starting: deliveries stored from now on queue another one. Called
+    before the drain looks for events, so none committed in between is missed."""
+    _flags().delete(_drain_key(channel_id))
+
+
+def inbound_events_drain(*, channel_id: int, now: datetime | None = None) -> DrainResult:
+    """Process one batch of a channel's due events, oldest first, in one transaction.
+
+    The channel row is locked while a batch is applied, so two drains of one channel never
+    interleave a conversation's messages. An event that must wait (media provider down, a
+    status for a reply not committed yet) is put back with a time to retry; one that keeps
+    failing is marked failed. Raises only database errors worth retrying."""
+    now = now or timezone.now()
+    result = DrainResult()
+    due = selectors.inbound_events_due(channel_id, now=now, limit=PROCESS_BATCH)
+    if not due:
+        return result
+    found = _channel_enabled_by_id(channel_id)
+    if found is None:
+        InboundEvent.objects.filter(pk__in=[pk for pk, _ in due], status=EventStatus.RECEIVED).update(
+            status=EventStatus.FAILED,
+            reason="The channel was disabled or its inbox changed before processing; retry from the admin.",
+            processed_at=now,
+        )
+        result.more = len(due) == PROCESS_BATCH
+        return result
+    provider, channel = found
+    # An event tried before goes alone: if it is what kills the worker, it takes no other
+    # event down with it. The attempt is counted (and committed) before the work starts.
+    if due[0][1] > 0:
+        batch = [due[0][0]]
+    else:
+        batch = [pk for pk, _ in itertools.takewhile(lambda row: row[1] == 0, due)]
+    result.more = len(due) > len(batch) or len(due) == PROCESS_BATCH
+    InboundEvent.objects.filter(pk__in=batch, status=EventStatus.RECEIVED).update(attempts=F("attempts") + 1)
+    prepared = [
+        ready
+        for event in InboundEvent.objects.filter(pk__in=batch, status=EventStatus.RECEIVED).order_by("pk")
+        if (ready := _prepare(provider, channel, event, result, now)) is not None
+    ]
+    if not prepared:
+        return result
+    with transaction.atomic():
+        SocialChannel.objects.select_for_update().filter(pk=channel_id).values_list("pk").first()
+        still_received = set(
+            InboundEvent.objects.filter(
+                pk__in=[ready.event.pk for ready in prepared], status=EventStatus.RECEIVED
+            ).values_list("pk", flat=True)
+        )
+        outcomes: dict[tuple[str, str], list[int]] = {}
+        for ready in prepared:
+            if ready.event.pk in still_received:
+                _apply_event(provider, channel, ready, result, now, outcomes)
+        # One UPDATE per distinct outcome (nearly always one: processed, nothing to say).
+        for (status, reason), event_ids in outcomes.items():
+            InboundEvent.objects.filter(pk__in=event_ids).update(
+                status=status, reason=reason, processed_at=now, next_attempt_at=None
+            )
+    return result
+
+
+def _prepare(
+    provider: WebhookProvider, channel: SocialChannel, event: InboundEvent, result: DrainResult, now: datetime
+) -> _Prepared | None:
+    """Read the event and fetch its media, outside the transaction (no lock held over the
+    network). None when the event is settled (failed) or put back for later."""
+    if event.attempts > MAX_PROCESS_ATTEMPTS:
+        # Started this often and never finished: something in it kills the worker.
+        _event_finish(
+            event.pk, EventStatus.FAILED, f"Processing started {event.attempts - 1} times, never finished."
+        )
+        return None
+    last_chance = event.attempts >= MAX_PROCESS_ATTEMPTS
+    try:
+        items = provider.items(channel, event.endpoint, bytes(event.body))
+    except Malformed as exc:
+        _event_finish(event.pk, EventStatus.FAILED, str(exc))
+        return None
+    except Exception as exc:  # a reader bug on hostile input must not stop the channel
+        logger.exception("inbound event %s: reading failed", event.pk)
+        _event_finish(event.pk, EventStatus.FAILED, f"Reading the event failed: {type(exc).__name__}.")
+        return None
+    try:
+        media = _media_fetch_all(provider, channel, items, last_chance=last_chance)
+    except ProviderError as exc:
+        _retry_later(event, str(exc), result, now)
+        return None
+    return _Prepared(event=event, items=items, media=media)
+
+
+def _apply_event(
+    provider: WebhookProvider,
+    channel: SocialChannel,
+    ready: _Prepared,
+    result: DrainResult,
+    now: datetime,
+    outcomes: dict[tuple[str, str], list[int]],
+) -> None:
+    """Apply one event in a savepoint: its failure rolls back only itself."""
+    try:
+        with transaction.atomic():
+            outcome = Processed()
+            for item in ready.items:
+                _apply(provider, channel, item, ready.media, outcome, attempt=ready.event.attempts)
+        if outcome.handled:
+            status, reason = EventStatus.PROCESSED, "\n".join(outcome.notes + outcome.skipped)
+        else:
+            status, reason = EventStatus.IGNORED, "\n".join(outcome.skipped or ["Nothing in it to process."])
+        outcomes.setdefault((status, reason[:5000]), []).append(ready.event.pk)
+        result.processed += 1
+    except NotYet as exc:
+        _retry_later(ready.event, str(exc), result, now)
+    except (OperationalError, InterfaceError):
+        raise  # the connection is gone: the whole batch is retried
+    except (DataError, IntegrityError) as exc:
+        _event_finish(ready.event.pk, EventStatus.FAILED, f"The database refused it ({type(exc).__name__}).")
+    except Exception as exc:  # one bad event must not fail its batch or block the channel
+        logger.exception("inbound event %s: processing failed", ready.event.pk)
+        _event_finish(ready.event.pk, EventStatus.FAILED, f"Processing failed: {type(exc).__name__}.")
+
+
+def _retry_later(event: InboundEvent, reason: str, result: DrainResult, now: datetime) -> None:
+    ceiling = backoff_ceiling(event.attempts)
+    at = now + timedelta(seconds=random.uniform(ceiling / 2, ceiling))  # noqa: S311  # jitter, not a secret
+    InboundEvent.objects.filter(pk=event.pk).update(
+        next_attempt_at=at, reason=f"Waiting to retry: {reason}"[:5000]
+    )
+    result.retry_at = min(result.retry_at or at, at)
+
+
+def _event_finish(event_id: int, status: str, reason: str) -> None:
+    InboundEvent.objects.filter(pk=event_id).update(
+        status=status, reason=reason[:5000], processed_at=timezone.now(), next_attempt_at=None
+    )
+
+
+def _media_fetch_all(
+    provider: WebhookProvider, channel: SocialChannel, parsed: list[Item], *, last_chance: bool
+) -> dict[str, FetchedMedia]:
+    """Download what new messages carry, before the transaction (no lock held over the
+    network). A provider that is down makes the event wait, unless this is its last try:
+    then the message is stored with a note instead of its media."""
+    fetched: dict[str, FetchedMedia] = {}
+    wanted: list[MediaRef] = []
+    with_media = [item for item in parsed if isinstance(item, InboundText) and item.media]
+    # Messages already stored (a replay) need no download: one query for the whole event.
+    stored = (
+        set(
+            Message.objects.filter(
+                inbox_id=channel.inbox_id,
+                provider_message_id__in=[item.provider_message_id for item in with_media],
+            ).values_list("provider_message_id", flat=True)
+        )
+        if with_media
+        else set()
+    )
+    for item in parsed:
+        if isinstance(item, InboundText):
+            if item.provider_message_id not in stored:
+                wanted += item.media
+        else:
+            wanted += provider.extra_media(item)
+    for media in wanted:
+        try:
+            fetched[media.ref] = FetchedMedia(
+                provider.media_fetch(channel, media, settings.SOCIAL_MEDIA_MAX_BYTES)
+            )
+        except TooLarge as exc:
+            fetched[media.ref] = FetchedMedia(
+                None, f"A {media.declared_type or 'file'} was not fetched: {exc}."
+            )
+        except ProviderError as exc:
+            if exc.transient and not last_chance:
+                raise
+            fetched[media.ref] = FetchedMedia(
+                None, f"A {media.declared_type or 'file'} could not be fetched: {exc}."
+            )
+    return fetched
+
+
+def _apply(
+    provider: WebhookProvider,
+    channel: SocialChannel,
+    item: Item,
+    media: dict[str, FetchedMedia],
+    outcome: Processed,
+    *,
+    attempt: int,
+) -> None:
+    if isinstance(item, Skipped):
+        outcome.skipped.append(f"Skipped: {item.why}.")
+    elif isinstance(item, InboundText):
+        _message_store(channel, item, media, outcome)
+        outcome.handled += 1
+    elif isinstance(item, StatusChange):
+        if _status_apply(channel, item):
+            outcome.handled += 1
+        elif attempt < UNKNOWN_STATUS_TRIES:
+            raise NotYet(
+                f"no outbound message {item.provider_message_id!r} yet "
+                f"(try {attempt} of {UNKNOWN_STATUS_TRIES})"
+            )
+        else:
+            outcome.skipped.append(
+                f"Ignored: a {item.status} status for a message we never sent (none had its id after "
+                f"{UNKNOWN_STATUS_TRIES} tries): {item.provider_message_id!r}."
+            )
+    elif provider.apply(channel, item, media):
+        outcome.handled += 1
+
+
+def _message_store(
+    channel: SocialChannel, item: InboundText, media: dict[str, FetchedMedia], outcome: Processed
+) -> None:
+    fetched = [(ref, media[ref.ref]) for ref in item.media if ref.ref in media]
+    notes = [f.note for _, f in fetched if f.note]
+    stored = [(ref, f.content) for ref, f in fetched if f.content is not None]
+    attachments = []
+    for ref, content in stored:
+        attachment = attachment_build(ref.filename, content)
+        if attachment is None:
+            notes.append(f"A {sniff(content)[0]} file was not kept: that type is not accepted.")
+        else:
+            attachments.append(attachment)
+    text = "\n\n".join(filter(None, [item.text, *(f"[{note}]" for note in notes)]))
+    recorded = inbound_message_record(
+        InboundMessage(
+            inbox=channel.inbox,
+            channel_kind=ChannelKind(selectors.handle_kind(channel.inbox.channel_kind)),
+            handle=item.handle,
+            sender_name=item.sender_name,
+            text=text,
+            provider_message_id=item.provider_message_id,
+        )
+    )
+    if recorded.created and attachments:
+        for attachment in attachments:
+            attachment.message = recorded.message
+        Attachment.objects.bulk_create(attachments)
+    outcome.notes += notes
+
+
+# A status only moves forward; "failed" yields to a later delivery report (a customer
+# with several devices), never the other way round.
+_STATUS_RANK: dict[str, int] = {
+    Delivered.QUEUED: 0,
+    Delivered.SENT: 1,
+    Delivered.DELIVERED: 2,
+    Delivered.READ: 3,
+}
+
+
+def _status_moves(current: str, new: str) -> bool:
+    if new == Delivered.FAILED:
+        return current in {Delivered.QUEUED, Delivered.SENT}
+    if current == Delivered.FAILED:
+        return new in {Delivered.DELIVERED, Delivered.READ}
+    return _STATUS_RANK.get(new, -1) > _STATUS_RANK.get(current, -1)
+
+
+def _status_apply(channel: SocialChannel, item: StatusChange) -> bool:
+    """Returns False when the message it names is not (yet) known."""
+    outbound = Message.objects.select_for_update(of=("self",)).filter(
+        inbox_id=channel.inbox_id, direction=Message.Direction.OUTBOUND
+    )
+    if item.watermark_ms is not None:
+        until = datetime.fromtimestamp(item.watermark_ms / 1000, tz=UTC)
+        messages = list(
+            outbound.filter(
+                conversation__contact__identities__channel_kind=selectors.handle_kind(
+                    channel.inbox.channel_kind
+                ),
+                conversation__contact__identities__handle=item.handle,
+                created_at__lte=until,
+                delivery_status__in=[Delivered.SENT, Delivered.DELIVERED],
+            )
+        )
+        # One UPDATE for the whole watermark, however many messages it covers.
+        Message.objects.filter(pk__in=[read.pk for read in messages]).update(
+            delivery_status=item.status, delivery_detail=""
+        )
+        for read in messages:
+            message_delivery_announce(message=read, status=item.status)
+        return True
+    message = outbound.filter(provider_message_id=item.provider_message_id).first()
+    if message is None:
+        return False
+    if _status_moves(message.delivery_status, item.status):
+        message_delivery_set(message=message, status=item.status, detail=item.detail)
+    return True
+
+
+def inbound_events_retry(*, ids: list[int]) -> int:
+    """Put failed events back in the queue (after a fix, or once the channel is back)."""
+    retried = InboundEvent.objects.filter(pk__in=ids, status=EventStatus.FAILED)
+    channel_ids = set(retried.values_list("channel_id", flat=True))
+    count = retried.update(
+        status=EventStatus.RECEIVED, attempts=0, reason="", processed_at=None, next_attempt_at=None
+    )
+    for channel_id in channel_ids:
+        transaction.on_commit(functools.partial(process_later, channel_id))
+    return count
+
+
+def inbound_events_requeue_stalled() -> int:
+    """Channels with events due long after they came: their task was lost (the broker
+    failed after the commit). Drained again; the attempt count still bounds each event."""
+    now = timezone.now()
+    channel_ids = selectors.channels_with_stalled_events(now=now, received_before=now - STALLED_AFTER)
+    for channel_id in channel_ids:
+        process_later(channel_id)
+    return len(channel_ids)
+
+
+# --- Outbound ---------------------------------------------------------------------------
+
+
+class WebhookReplies:
+    """Every webhook provider in the outbound pipeline (channels_app.common.outbound): the
+    reply goes out through the provider's HTTP API, to the contact's handle on it."""
+
+    inline = False
+
+    def reply_prepare(self, message: Message) -> ReadyReply | str:
+        found = _channel_for_inbox(message.inbox_id)
+        if found is None:
+            return "The inbox's channel is missing or disabled."
+        provider, channel = found
+        recipient = selectors.recipient_handle(message.conversation)
+        if recipient is None:
+            return "The contact has no handle on this channel."
+        refusal = provider.reply_refusal(channel, message)
+        if refusal is not None:
+            return refusal
+        return ReadyReply(
+            recipient=recipient,
+            text_limit=provider.text_limit(channel),
+            send=functools.partial(provider.send, channel, recipient, message.text),
+        )
+
+
+# --- Secrets ----------------------------------------------------------------------------
+
+
+def channel_secrets_rotate() -> int:
+    """Re-encrypt every provider's channel secrets under the newest key (see
+    channels_app.common.crypto)."""
+    count = 0
+    with transaction.atomic():
+        for provider in PROVIDERS.values():
+            for channel in provider.model.objects.select_for_update():
+                channel.save(update_fields=list(provider.secret_fields))
+                count += 1
+    return count
