@@ -1,0 +1,34 @@
+"""A signing key and checkpoint file per test, and the raw-SQL path an attacker with
+database access would take past the append-only triggers."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from django.db import connection
+
+
+def new_key() -> str:
+    return base64.b64encode(Ed25519PrivateKey.generate().private_bytes_raw()).decode()
+
+
+@pytest.fixture(autouse=True)
+def chain_settings(settings: Any, tmp_path: Path) -> Path:
+    settings.AUDIT_SIGNING_KEY = new_key()
+    settings.AUDIT_VERIFY_KEY = ""
+    settings.AUDIT_CHECKPOINT_FILE = tmp_path / "checkpoints.jsonl"
+    # Test rows get ids after the ones earlier tests rolled back: no gap here is in flight.
+    settings.AUDIT_SEAL_GRACE_SECONDS = 0
+    return settings.AUDIT_CHECKPOINT_FILE
+
+
+def tamper(table: str, sql: str, params: list[Any] | None = None) -> None:
+    """Run `sql` with the table's append-only trigger off, as a database owner could."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {table} DISABLE TRIGGER audit_append_only")
+        cursor.execute(sql, params or [])
+        cursor.execute(f"ALTER TABLE {table} ENABLE TRIGGER audit_append_only")
