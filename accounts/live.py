@@ -29,3 +29,13 @@ def sockets_recheck(*, user_ids: Iterable[int]) -> None:
     # Not delivered is logged by the sender; the sockets' own deadline timers and periodic
     # sweep still catch the change.
     transaction.on_commit(lambda: send_to_groups(groups, dict(RECHECK_MESSAGE)))
+
+
+# Every agent socket also follows this group: a change that may touch anyone (a policy
+# rule) asks them all to verify again.
+EVERY_SOCKET_GROUP = "agents.all"
+
+
+def sockets_recheck_all() -> None:
+    """After the current transaction commits, make every open agent socket verify again."""
+    transaction.on_commit(lambda: send_to_groups([EVERY_SOCKET_GROUP], dict(RECHECK_MESSAGE)))

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.urls import Resolver404, resolve, reverse
 
+from accounts.forms import OTPTokenForm
 from accounts.models import UserSession
 from accounts.selectors import is_verified
 from accounts.services import (
@@ -18,7 +19,9 @@ from accounts.services import (
     session_end,
     session_lifetime_check,
 )
+from accounts.views import step_up_page
 from audit.services import Kind, Severity, security_event_record
+from inbox.policy import StepUpRequired
 
 # URL names reachable before verification. Login and health also without a session.
 ANONYMOUS_URL_NAMES = frozenset({"accounts:login", "accounts:activate", "health"})
@@ -114,3 +117,29 @@ class VerifiedAccessMiddleware:
         if request.method == "GET":
             target += "?" + urlencode({"next": request.get_full_path()})
         return HttpResponseRedirect(target)
+
+
+class StepUpMiddleware:
+    """A rule asked for a fresh second factor (policy.StepUpRequired): the API answers 403
+    with a machine-readable code; a page asks for the code inline and then continues the
+    very request — a form post is posted again, with the same fields, once the code is in."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not isinstance(exception, StepUpRequired):
+            return None
+        if request.path_info.startswith(API_PREFIX):
+            return JsonResponse(exception.body(), status=403)
+        return step_up_page(
+            request,
+            message=str(exception),
+            target=request.get_full_path(),
+            method="POST" if request.method == "POST" else "GET",
+            form=OTPTokenForm(),
+            status=403,
+        )

@@ -192,12 +192,16 @@ def otp_verify(*, request: HttpRequest, user: User, token: str) -> OTPResult:
         )
 
 
-def step_up_is_fresh(request: HttpRequest) -> bool:
-    verified_at = request.session.get(OTP_VERIFIED_AT_KEY)
+def verification_is_fresh(verified_at: float | None) -> bool:
+    """Whether a second factor given at `verified_at` (Unix time) still counts as a step-up."""
     if verified_at is None:
         return False
     age = timezone.now().timestamp() - float(verified_at)
     return age <= settings.STEP_UP_MAX_AGE.total_seconds()
+
+
+def step_up_is_fresh(request: HttpRequest) -> bool:
+    return verification_is_fresh(request.session.get(OTP_VERIFIED_AT_KEY))
 
 
 def has_confirmed_totp(user: User) -> bool:

@@ -110,7 +110,7 @@ def group_assignable_check(ctx: AccessContext, request: HttpRequest | None, grou
             _refuse(ctx, request, f"You do not manage the team {team.name}.", group=group.pk)
         inboxes = policy.managed_inboxes(ctx).values("id")
         teams = policy.managed_teams(ctx).values("pk")
-        reaching_outside = policy._groups_reaching_outside(inboxes, teams)
+        reaching_outside = policy.groups_reaching_outside(inboxes, teams)
         if Group.objects.filter(pk=team.pk, pk__in=reaching_outside).exists():
             _refuse(ctx, request, f"The team {team.name} reaches inboxes you do not manage.", group=group.pk)
         return

@@ -12,5 +12,6 @@ urlpatterns = [
     path("logout/", views.logout_view, name="logout"),
     path("logout/everywhere/", views.logout_everywhere_view, name="logout_everywhere"),
     path("security/", views.security_view, name="security"),
+    path("step-up/", views.step_up_view, name="step_up"),
     path("session/keepalive/", views.session_keepalive_view, name="session_keepalive"),
 ]

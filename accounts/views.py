@@ -322,3 +322,54 @@ def health_view(request: HttpRequest) -> JsonResponse:
     except Exception:
         return JsonResponse({"status": "unavailable"}, status=503)
     return JsonResponse({"status": "ok"})
+
+
+# Form fields of the step-up page itself, not carried into the continued request.
+STEP_UP_OWN_FIELDS = frozenset({"csrfmiddlewaretoken", "token", "step_up_next", "step_up_method"})
+
+
+def step_up_page(
+    request: HttpRequest, *, message: str, target: str, method: str, form: OTPTokenForm, status: int
+) -> HttpResponse:
+    """The inline second-factor prompt: the code, and the interrupted request's own fields,
+    so that it can be sent again as it was."""
+    fields = [
+        (name, value)
+        for name, values in request.POST.lists()
+        if name not in STEP_UP_OWN_FIELDS
+        for value in values
+    ]
+    context = {"message": message, "next": target, "method": method, "fields": fields, "form": form}
+    return render(request, "accounts/step_up.html", context, status=status)
+
+
+@never_cache
+@require_POST
+def step_up_view(request: HttpRequest) -> HttpResponse:
+    """Take the fresh second factor a rule asked for, then continue the request that asked:
+    307 sends a form post again with its fields, 303 repeats a page load."""
+    user = _current_user(request)
+    target = request.POST.get("step_up_next", "")
+    if not target.startswith("/") or not url_has_allowed_host_and_scheme(target, allowed_hosts=set()):
+        target = settings.LOGIN_REDIRECT_URL
+    method = "POST" if request.POST.get("step_up_method") == "POST" else "GET"
+    form = OTPTokenForm(request.POST)
+    if form.is_valid():
+        result = services.otp_verify(request=request, user=user, token=form.cleaned_data["token"])
+        if result.outcome is services.OTPOutcome.ACCEPTED:
+            response = HttpResponseRedirect(target)
+            response.status_code = 307 if method == "POST" else 303
+            return response
+        if result.outcome is services.OTPOutcome.LOCKED:
+            services.session_end(request=request, reason=UserSession.EndReason.LOCKED)
+            messages.error(request, LOCKED_MESSAGE)
+            return redirect("accounts:login")
+        form.add_error("token", "That code is not valid. Codes work once only.")
+    return step_up_page(
+        request,
+        message="Confirm with a fresh code to continue.",
+        target=target,
+        method=method,
+        form=form,
+        status=400,
+    )

@@ -36,6 +36,7 @@ class SecurityEvent(models.Model):
         ENROLLMENT_CODE_ISSUED = "enrollment_code_issued", "Enrollment code issued"
         ENROLLMENT_CODE_USED = "enrollment_code_used", "Enrollment code used"
         ENROLLMENT_CODE_REFUSED = "enrollment_code_refused", "Enrollment code refused"
+        POLICY_RULE_CHANGED = "policy_rule_changed", "Policy rule changed"
         API_TOKEN_ISSUED = "api_token_issued", "API token issued"
         API_TOKEN_REVOKED = "api_token_revoked", "API token revoked"
         API_TOKEN_REFUSED = "api_token_refused", "API token refused"
@@ -96,3 +97,54 @@ class AccessEvent(models.Model):
     def __str__(self) -> str:
         verdict = "allowed" if self.allowed else "denied"
         return f"{self.action} {self.object_type}:{self.object_id} {verdict}"
+
+
+class RuleDecision(models.Model):
+    """A policy rule that fired: what it did (or, in monitor mode, would have done), to
+    whom, on what, and the input values that decided it. Written only when a rule fires,
+    so the common path costs nothing; the rule's impact view reads these."""
+
+    class Outcome(models.TextChoices):
+        DENIED = "denied", "Denied"
+        STEP_UP = "step_up", "Step-up required"
+        WOULD_DENY = "would_deny", "Would have denied (monitor)"
+        WOULD_STEP_UP = "would_step_up", "Would have required step-up (monitor)"
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    rule_id = models.BigIntegerField()
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    user_id = models.BigIntegerField(null=True)
+    session_id = models.BigIntegerField(null=True)
+    api_token_id = models.BigIntegerField(null=True)
+    ip_address = models.GenericIPAddressField(null=True)
+    object_type = models.CharField(max_length=40)
+    object_id = models.BigIntegerField(null=True)
+    action = models.CharField(max_length=16)
+    inputs = models.JSONField(default=dict)
+
+    class Meta:
+        indexes = [models.Index(fields=["rule_id", "created_at"], name="ruledecision_rule_time_idx")]
+
+    def __str__(self) -> str:
+        return f"rule {self.rule_id}: {self.outcome} {self.action} {self.object_type}:{self.object_id}"
+
+
+class ChainLink(models.Model):
+    """One audit row's place in its table's hash chain (see `audit.chain`).
+
+    Kept beside the audited tables rather than as columns on them: auditlog's LogEntry is
+    not ours to alter, and a separate append-only table lets the database refuse every
+    UPDATE of the audited rows outright instead of allowing "only the chain columns".
+    """
+
+    source = models.CharField(max_length=40)  # the audited model's label, e.g. "audit.accessevent"
+    seq = models.BigIntegerField()  # 1, 2, 3… per source: a missing number is a deleted link
+    row_id = models.BigIntegerField()
+    chain_hash = models.BinaryField(max_length=32)
+    sealed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["source", "seq"], name="chainlink_source_seq_uniq")]
+
+    def __str__(self) -> str:
+        return f"{self.source} #{self.seq} (row {self.row_id})"

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.http import HttpRequest
 
 from accounts.models import User
-from audit.models import AccessEvent, SecurityEvent
+from audit.models import AccessEvent, RuleDecision, SecurityEvent
 
 SESSION_ID_KEY = "portcullis_session_id"
 
@@ -60,9 +61,20 @@ def security_event_record(
     )
 
 
-# Access events are collected per request (or task) and written in one INSERT at its end:
-# a page that checks fifty objects costs one round trip, not fifty.
-_access_buffer: ContextVar[list[AccessEvent] | None] = ContextVar("access_buffer", default=None)
+# Access events (and the rule decisions beside them) are collected per request (or task)
+# and written in one INSERT per table at its end: a page that checks fifty objects costs
+# one round trip, not fifty.
+AccessRecord = AccessEvent | RuleDecision
+
+
+@dataclass
+class _Buffer:
+    records: list[AccessRecord] = field(default_factory=list)
+    # Keys of records that must be written once per request however often they are made.
+    once: set[Hashable] = field(default_factory=set)
+
+
+_access_buffer: ContextVar[_Buffer | None] = ContextVar("access_buffer", default=None)
 
 
 def access_event_record(
@@ -76,31 +88,47 @@ def access_event_record(
     action: str,
     allowed: bool,
 ) -> None:
-    event = AccessEvent(
-        user_id=user_id,
-        session_id=session_id,
-        api_token_id=api_token_id,
-        ip_address=ip_address,
-        object_type=object_type,
-        object_id=object_id,
-        action=action,
-        allowed=allowed,
+    access_record_add(
+        AccessEvent(
+            user_id=user_id,
+            session_id=session_id,
+            api_token_id=api_token_id,
+            ip_address=ip_address,
+            object_type=object_type,
+            object_id=object_id,
+            action=action,
+            allowed=allowed,
+        )
     )
+
+
+def access_record_add(record: AccessRecord, *, once_key: Hashable | None = None) -> None:
+    """Write the record with the request's batch (or now, outside one). A record with a
+    `once_key` already seen in this batch is dropped."""
     buffer = _access_buffer.get()
     if buffer is None:
-        event.save()
-    else:
-        buffer.append(event)
+        record.save()
+        return
+    if once_key is not None:
+        if once_key in buffer.once:
+            return
+        buffer.once.add(once_key)
+    buffer.records.append(record)
 
 
 @contextlib.contextmanager
 def access_events_batched() -> Iterator[None]:
-    """Collect access events and write them together when the block ends, even on error."""
-    token = _access_buffer.set([])
+    """Collect access records and write them together when the block ends, even on error."""
+    token = _access_buffer.set(_Buffer())
     try:
         yield
     finally:
-        events = _access_buffer.get() or []
+        buffer = _access_buffer.get()
         _access_buffer.reset(token)
+        records = buffer.records if buffer is not None else []
+        events = [record for record in records if isinstance(record, AccessEvent)]
+        decisions = [record for record in records if isinstance(record, RuleDecision)]
         if events:
             AccessEvent.objects.bulk_create(events)
+        if decisions:
+            RuleDecision.objects.bulk_create(decisions)

@@ -20,7 +20,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from inbox import policy
 from inbox.selectors import InvalidFilter
-from inbox.services import InvalidRequest
+from inbox.services import InvalidRequest, OutboundRefused
 
 
 class BadRequest(exceptions.APIException):
@@ -42,6 +42,12 @@ def _first_message(errors: Any, path: str = "") -> str:
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     errors = None
+    if isinstance(exc, policy.StepUpRequired):
+        # The same body the pages' gate sends: a client can tell "ask for a code" apart.
+        return Response(exc.body(), status=403)
+    if isinstance(exc, OutboundRefused):
+        # The findings (masked) with the reason: a client can show them, or justify.
+        return Response(exc.body(), status=400)
     if isinstance(exc, InvalidRequest | InvalidFilter):
         exc = BadRequest(str(exc))
     elif isinstance(exc, policy.Denied):

@@ -86,6 +86,7 @@ MIDDLEWARE = [
     "django_otp.middleware.OTPMiddleware",
     "accounts.middleware.SessionLifetimeMiddleware",
     "accounts.middleware.VerifiedAccessMiddleware",
+    "accounts.middleware.StepUpMiddleware",
     "audit.middleware.AccessEventMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -201,6 +202,13 @@ CELERY_BEAT_SCHEDULE = {
     "social-events-sweep": {"task": "channels_app.social_events_sweep", "schedule": 60.0},
     # Privilege changes nobody approved in time are closed (approval re-checks expiry too).
     "change-requests-expire": {"task": "accounts.change_requests_expire", "schedule": 300.0},
+    # Chains new audit rows shortly after they commit (see audit.chain); the minute's
+    # checkpoint seals too, then signs the chain heads out of the database.
+    "audit-chain-seal": {
+        "task": "audit.chain_seal",
+        "schedule": float(os.environ.get("AUDIT_SEAL_INTERVAL_SECONDS", "5")),
+    },
+    "audit-checkpoint": {"task": "audit.checkpoint_write", "schedule": 60.0},
 }
 
 # --- Authentication ---------------------------------------------------------------------
@@ -245,6 +253,9 @@ STEP_UP_MAX_AGE = timedelta(minutes=5)
 GRANT_MAX_DURATION = timedelta(days=int(os.environ.get("GRANT_MAX_DAYS", "30")))
 CHANGE_REQUEST_TTL = timedelta(hours=int(os.environ.get("CHANGE_REQUEST_HOURS", "72")))
 ENROLLMENT_CODE_TTL = timedelta(hours=int(os.environ.get("ENROLLMENT_CODE_HOURS", "72")))
+# How often a process asks whether another one changed a policy rule (its own changes
+# apply at once).
+POLICY_RULES_RECHECK_SECONDS = float(os.environ.get("POLICY_RULES_RECHECK_SECONDS", "0.5"))
 BACKUP_CODE_COUNT = 10
 
 # The password step (accounts/throttle.py). Per account (every typed name, known or not)
@@ -385,6 +396,60 @@ LIVE_ACCESS_RECHECK_SECONDS = float(os.environ.get("LIVE_ACCESS_RECHECK_SECONDS"
 # An agent's presence lapses this long after their page's last heartbeat.
 AGENT_PRESENCE_TTL_SECONDS = 60
 
+# Outbound DLP (inbox.dlp; rules are data in the admin, these describe the company).
+# The region phone numbers without a country code are read in (ISO 3166 alpha-2).
+DLP_PHONE_REGION = os.environ.get("DLP_PHONE_REGION", "DE")
+# The company's own numbers and addresses: agents may give them out.
+DLP_ALLOWED_CONTACTS = [c.strip() for c in os.environ.get("DLP_ALLOWED_CONTACTS", "").split(",") if c.strip()]
+# National identity numbers to look for, as python-stdnum modules ("country.format").
+DLP_NATIONAL_ID_FORMATS = os.environ.get("DLP_NATIONAL_ID_FORMATS", "de.idnr,nl.bsn,es.dni,us.ssn").split(",")
+# Free-mail domains: an address there is a person's own, not a company's.
+DLP_FREE_MAIL_DOMAINS = frozenset(
+    [
+        "gmail.com",
+        "googlemail.com",
+        "yahoo.com",
+        "yahoo.de",
+        "yahoo.fr",
+        "yahoo.es",
+        "hotmail.com",
+        "hotmail.de",
+        "hotmail.fr",
+        "outlook.com",
+        "outlook.de",
+        "live.com",
+        "live.de",
+        "msn.com",
+        "icloud.com",
+        "me.com",
+        "mac.com",
+        "aol.com",
+        "gmx.de",
+        "gmx.net",
+        "gmx.at",
+        "gmx.com",
+        "web.de",
+        "t-online.de",
+        "freenet.de",
+        "posteo.de",
+        "mailbox.org",
+        "proton.me",
+        "protonmail.com",
+        "tutanota.com",
+        "mail.com",
+        "mail.ru",
+        "yandex.ru",
+        "yandex.com",
+        "orange.fr",
+        "free.fr",
+        "laposte.net",
+        "wanadoo.fr",
+        "libero.it",
+        "gmail.es",
+        "terra.es",
+    ]
+)
+
 # --- API --------------------------------------------------------------------------------
 
 REST_FRAMEWORK = {
@@ -455,6 +520,7 @@ AUDITLOG_INCLUDE_TRACKING_MODELS = (
     {"model": "otp_static.StaticDevice"},
     {"model": "accounts.ChangeRequest"},
     {"model": "accounts.ApprovalRule"},
+    {"model": "inbox.PolicyRule", "m2m_fields": {"groups", "inboxes"}},
     {"model": "inbox.InboxUserObjectPermission"},
     {"model": "inbox.InboxGroupObjectPermission"},
     {"model": "inbox.ConversationUserObjectPermission"},
@@ -463,3 +529,21 @@ AUDITLOG_INCLUDE_TRACKING_MODELS = (
     {"model": "inbox.TeamGroupObjectPermission"},
 )
 AUDITLOG_STORE_JSON_CHANGES = True
+
+# --- Tamper evidence (audit.chain) ------------------------------------------------------
+
+# Base64 of the 32-byte Ed25519 seed that signs the minute's checkpoint. Required when
+# DEBUG is off; in DEBUG a key is generated once into AUDIT_SIGNING_KEY_FILE.
+AUDIT_SIGNING_KEY = os.environ.get("AUDIT_SIGNING_KEY", "")
+AUDIT_SIGNING_KEY_FILE = Path(
+    os.environ.get("AUDIT_SIGNING_KEY_FILE", str(BASE_DIR / "var" / "audit-signing.key"))
+)
+# Base64 of the raw public key, for a machine that only verifies (it needs no private key).
+AUDIT_VERIFY_KEY = os.environ.get("AUDIT_VERIFY_KEY", "")
+# Checkpoints go outside the database: a JSON-lines file, ideally shipped off the host.
+AUDIT_CHECKPOINT_FILE = Path(
+    os.environ.get("AUDIT_CHECKPOINT_FILE", str(BASE_DIR / "var" / "audit" / "checkpoints.jsonl"))
+)
+# How long the sealer waits on a gap in an audit table's ids before taking it for a
+# rolled-back insert; longer than any transaction that writes audit rows.
+AUDIT_SEAL_GRACE_SECONDS = int(os.environ.get("AUDIT_SEAL_GRACE_SECONDS", "60"))

@@ -9,7 +9,10 @@ grant to oneself, none beyond one's delegation, four eyes for long or open-ended
 
 from __future__ import annotations
 
+import ipaddress
+from datetime import timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django import forms
 from django.contrib import admin, messages
@@ -18,11 +21,14 @@ from django.contrib.auth.models import Permission
 from django.core.exceptions import PermissionDenied
 from django.db.models import ForeignKey, Q, QuerySet
 from django.http import Http404, HttpRequest
+from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html_join
+from django.utils.html import format_html, format_html_join
 
-from accounts import supervision
+from accounts import roles, supervision
 from accounts.models import ChangeKind, User
+from audit.selectors import object_access_history, rule_impact
+from audit.services import Kind, Severity, security_event_record
 from inbox import policy
 from inbox.models import (
     CannedResponse,
@@ -31,11 +37,17 @@ from inbox.models import (
     Conversation,
     ConversationGroupObjectPermission,
     ConversationUserObjectPermission,
+    DlpFinding,
+    DlpKind,
+    DlpRule,
     Inbox,
     InboxGroupObjectPermission,
     InboxUserObjectPermission,
     Invoice,
     Label,
+    Module,
+    PolicyRule,
+    RuleAction,
     Team,
     TeamGroupObjectPermission,
     TeamUserObjectPermission,
@@ -425,8 +437,17 @@ class ConversationAdmin(GrantingAdminMixin, admin.ModelAdmin[Conversation]):
         "team",
         "labels",
         "last_activity_at",
+        "who_accessed",
     )
-    readonly_fields = ("inbox", "contact", "subject", "status", "assignee", "last_activity_at")
+    readonly_fields = (
+        "inbox",
+        "contact",
+        "subject",
+        "status",
+        "assignee",
+        "last_activity_at",
+        "who_accessed",
+    )
     inlines = (ConversationUserGrantInline, ConversationTeamGrantInline)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
@@ -454,6 +475,36 @@ class ConversationAdmin(GrantingAdminMixin, admin.ModelAdmin[Conversation]):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # conversations come from channels
+
+    @admin.display(description="Who accessed this conversation")
+    def who_accessed(self, obj: Conversation) -> str:
+        # Whoever may open this page supervises the conversation, and who read it is part
+        # of what it holds: the list is not narrowed to the accounts the viewer manages.
+        events = object_access_history(object_type=obj._meta.label_lower, object_id=obj.pk)
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    event.username or f"#{event.user_id or '—'}",  # type: ignore[attr-defined]  # annotated
+                    event.action,
+                    "allowed" if event.allowed else "denied",
+                    f"{event.created_at:%Y-%m-%d %H:%M:%S}",
+                )
+                for event in events
+            ),
+        )
+        if not rows:
+            return "Nobody yet"
+        log = reverse("admin:audit_accessevent_changelist")
+        return format_html(
+            "<table><tr><th>User</th><th>Action</th><th>Decision</th><th>Time (UTC)</th></tr>{}</table>"
+            '<a href="{}?object_type={}&amp;object_id={}">Full access log</a>',
+            rows,
+            log,
+            obj._meta.label_lower,
+            obj.pk,
+        )
 
 
 class ContactIdentityInline(admin.TabularInline[ContactIdentity, Contact]):
@@ -571,3 +622,320 @@ class InvoiceAdmin(admin.ModelAdmin[Invoice]):
         if not ctx.user.has_perm(policy.BILLING_PERMISSION):
             return Invoice.objects.none()
         return Invoice.objects.filter(contact__in=policy.visible_contacts(ctx))
+
+
+# --- Policy rules ---------------------------------------------------------------------------
+
+IMPACT_WINDOWS = (
+    ("24 hours", timedelta(days=1)),
+    ("7 days", timedelta(days=7)),
+    ("30 days", timedelta(days=30)),
+)
+WEEKDAYS = [(0, "Mon"), (1, "Tue"), (2, "Wed"), (3, "Thu"), (4, "Fri"), (5, "Sat"), (6, "Sun")]
+
+
+def _cidr_lines(value: str) -> str:
+    for line in value.splitlines():
+        if line.strip():
+            try:
+                ipaddress.ip_network(line.strip(), strict=False)
+            except ValueError:
+                raise forms.ValidationError(f"{line.strip()!r} is not a network in CIDR notation.") from None
+    return value
+
+
+class PolicyRuleForm(forms.ModelForm[PolicyRule]):
+    modules = forms.MultipleChoiceField(
+        choices=Module.choices, required=False, widget=forms.CheckboxSelectMultiple
+    )
+    actions = forms.MultipleChoiceField(
+        choices=RuleAction.choices,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Empty: every action.",
+    )
+    weekdays = forms.TypedMultipleChoiceField(
+        choices=WEEKDAYS,
+        coerce=int,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Empty: every day.",
+    )
+    confirm_enforce = forms.BooleanField(
+        required=False, label="I have read the impact and want to enforce this rule now"
+    )
+
+    class Meta:
+        model = PolicyRule
+        fields = [
+            "name",
+            "description",
+            "priority",
+            "mode",
+            "effect",
+            "groups",
+            "inboxes",
+            "modules",
+            "actions",
+            "window_start",
+            "window_end",
+            "time_zone",
+            "weekdays",
+            "allowed_networks",
+            "blocked_networks",
+            "max_session_age_minutes",
+            "required_authenticator",
+            "min_device_trust",
+            "max_risk_score",
+        ]
+        widgets = {
+            "window_start": forms.TimeInput(format="%H:%M"),
+            "window_end": forms.TimeInput(format="%H:%M"),
+        }
+
+    request: HttpRequest
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not administrator_only(self.request):
+            # A supervisor's rules are for the inboxes they manage, named one by one.
+            inboxes = self.fields["inboxes"]
+            assert isinstance(inboxes, forms.ModelMultipleChoiceField)  # noqa: S101  # a relation
+            inboxes.queryset = policy.managed_inboxes(_ctx(self.request))
+            inboxes.required = True
+            inboxes.help_text = "The inboxes you manage that this rule narrows."
+            self.fields["modules"].disabled = True
+
+    def clean_time_zone(self) -> str:
+        zone: str = self.cleaned_data["time_zone"]
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise forms.ValidationError(f"{zone!r} is not a time zone (e.g. Europe/Berlin).") from None
+        return zone
+
+    def clean_allowed_networks(self) -> str:
+        return _cidr_lines(self.cleaned_data["allowed_networks"])
+
+    def clean_blocked_networks(self) -> str:
+        return _cidr_lines(self.cleaned_data["blocked_networks"])
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        start, end = cleaned.get("window_start"), cleaned.get("window_end")
+        if (start is None) != (end is None):
+            self.add_error("window_end", "A time window needs both a start and an end.")
+        elif start is not None and start == end:
+            self.add_error("window_end", "The window is empty: its start and end are the same.")
+        if cleaned.get("weekdays") and start is None:
+            self.add_error("weekdays", "Weekdays belong to a time window: set its start and end too.")
+        if self._locks_out_administrators(cleaned):
+            raise forms.ValidationError(
+                "This rule would deny every administrator the supervision admin. Narrow it to "
+                "inboxes, modules, actions or roles that leave an administrator a way in."
+            )
+        if self._newly_enforced(cleaned) and not cleaned.get("confirm_enforce"):
+            impact = rule_impact(self.instance.pk, timedelta(days=7)) if self.instance.pk else None
+            summary = (
+                f"In the last 7 days it would have applied to {impact.decisions} request(s) of "
+                f"{impact.users} user(s) and {impact.sessions} session(s)."
+                if impact is not None
+                else "It has no record yet: a new rule is best tried in monitor mode first."
+            )
+            self.add_error(
+                "confirm_enforce", f"Enforcing applies this rule at once. {summary} Tick to confirm."
+            )
+        return cleaned
+
+    def _newly_enforced(self, cleaned: dict[str, Any]) -> bool:
+        was = PolicyRule.objects.filter(pk=self.instance.pk).values_list("mode", flat=True).first()
+        return cleaned.get("mode") == PolicyRule.Mode.ENFORCE and was != PolicyRule.Mode.ENFORCE
+
+    @staticmethod
+    def _locks_out_administrators(cleaned: dict[str, Any]) -> bool:
+        if cleaned.get("effect") != PolicyRule.Effect.DENY or cleaned.get("mode") != PolicyRule.Mode.ENFORCE:
+            return False
+        actions = cleaned.get("actions") or []
+        if actions and RuleAction.MANAGE not in actions:
+            return False
+        if cleaned.get("inboxes") or cleaned.get("modules"):
+            return False
+        groups = {group.pk for group in cleaned.get("groups") or ()}
+        if not groups:
+            return True
+        administrators = User.objects.filter(
+            Q(is_superuser=True) | Q(groups__name=roles.ADMINISTRATOR), is_active=True
+        )
+        spared = administrators.exclude(groups__in=groups)
+        return not spared.exists()
+
+
+@admin.register(PolicyRule)
+class PolicyRuleAdmin(admin.ModelAdmin[PolicyRule]):
+    """Rules as data: tried in monitor mode, their impact read here, then enforced."""
+
+    form = PolicyRuleForm
+    list_display = ("name", "mode", "effect", "priority", "updated_at")
+    list_filter = ("mode", "effect")
+    search_fields = ("name", "description")
+    readonly_fields = ("impact",)
+    fieldsets = (
+        (
+            None,
+            {"fields": ("name", "description", "priority", "mode", "confirm_enforce", "effect", "impact")},
+        ),
+        ("Applies to", {"fields": ("groups", "inboxes", "modules", "actions")}),
+        (
+            "Conditions a request must meet (otherwise: the effect)",
+            {
+                "fields": (
+                    ("window_start", "window_end", "time_zone"),
+                    "weekdays",
+                    "allowed_networks",
+                    "blocked_networks",
+                    "max_session_age_minutes",
+                    "required_authenticator",
+                    "min_device_trust",
+                    "max_risk_score",
+                )
+            },
+        ),
+    )
+
+    def get_form(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        return bind_request(super().get_form(request, *args, **kwargs), request)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[PolicyRule]:
+        rules = super().get_queryset(request)
+        if administrator_only(request):
+            return rules
+        # A supervisor sees the rules on inboxes they manage, and only those.
+        managed = policy.managed_inboxes(_ctx(request)).values("pk")
+        return (
+            rules.filter(inboxes__isnull=False)
+            .exclude(inboxes__in=Inbox.objects.exclude(pk__in=managed))
+            .distinct()
+        )
+
+    @admin.display(description="Impact (what it applied to, or would have)")
+    def impact(self, obj: PolicyRule) -> str:
+        if obj.pk is None:
+            return "Shown once saved: try a new rule in monitor mode and read its impact here."
+        rows = []
+        for label, window in IMPACT_WINDOWS:
+            impact = rule_impact(obj.pk, window)
+            base = reverse("admin:audit_ruledecision_changelist")
+            links = format_html_join(
+                ", ",
+                '<a href="{}?rule_id={}&amp;user_id={}">{}</a> ({})',
+                ((base, obj.pk, user_id, name, count) for user_id, name, count in impact.top_users),
+            )
+            rows.append(
+                format_html(
+                    "<tr><th>{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    label,
+                    impact.decisions,
+                    impact.users,
+                    impact.sessions,
+                    links or "—",
+                )
+            )
+        head = format_html(
+            "<tr><th></th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>",
+            "Requests",
+            "Users",
+            "Sessions",
+            "Most affected",
+        )
+        return format_html("<table>{}{}</table>", head, format_html_join("", "{}", ((row,) for row in rows)))
+
+    def save_model(self, request: HttpRequest, obj: PolicyRule, form: Any, change: bool) -> None:
+        before = PolicyRule.objects.filter(pk=obj.pk).values_list("mode", flat=True).first()
+        if obj.created_by_id is None:
+            obj.created_by = request.user  # type: ignore[assignment]
+        super().save_model(request, obj, form, change)
+        if before != obj.mode:
+            security_event_record(
+                kind=Kind.POLICY_RULE_CHANGED,
+                request=request,
+                severity=Severity.WARNING if obj.mode == PolicyRule.Mode.ENFORCE else Severity.INFO,
+                detail={"rule": obj.pk, "name": obj.name, "mode_from": before, "mode_to": obj.mode},
+            )
+
+
+# --- Outbound DLP ---------------------------------------------------------------------------
+
+
+class DlpRuleForm(forms.ModelForm[DlpRule]):
+    kinds = forms.TypedMultipleChoiceField(
+        choices=DlpKind.choices, widget=forms.CheckboxSelectMultiple, help_text="What the rule acts on."
+    )
+
+    class Meta:
+        model = DlpRule
+        fields = ("name", "kinds", "min_confidence", "action", "mode", "applies_to_notes", "inboxes")
+
+
+@admin.register(DlpRule)
+class DlpRuleAdmin(admin.ModelAdmin[DlpRule]):
+    """Rules as data, for administrators: a rule spans inboxes, so no supervisor changes it."""
+
+    form = DlpRuleForm
+    list_display = ("name", "action", "mode", "min_confidence", "applies_to_notes", "updated_at")
+    list_filter = ("action", "mode")
+    filter_horizontal = ("inboxes",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return administrator_only(request) and super().has_add_permission(request)
+
+    def has_change_permission(self, request: HttpRequest, obj: DlpRule | None = None) -> bool:
+        return administrator_only(request) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: DlpRule | None = None) -> bool:
+        return administrator_only(request) and super().has_delete_permission(request, obj)
+
+
+@admin.register(DlpFinding)
+class DlpFindingAdmin(InboxScopedAdminMixin, admin.ModelAdmin[DlpFinding]):
+    """What outbound DLP found, masked, in the inboxes the viewer may see. Read-only: a
+    finding is evidence."""
+
+    list_display = (
+        "created_at",
+        "kind",
+        "masked_excerpt",
+        "confidence",
+        "rule_name",
+        "outcome",
+        "user",
+        "inbox",
+    )
+    list_filter = ("outcome", "kind", "action", "mode")
+    list_select_related = ("user", "inbox")
+    date_hierarchy = "created_at"
+    fields = (
+        "created_at",
+        "inbox",
+        "conversation",
+        "message",
+        "note",
+        "user",
+        "kind",
+        "masked_excerpt",
+        "confidence",
+        "rule_name",
+        "action",
+        "mode",
+        "outcome",
+        "justification",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: DlpFinding | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: DlpFinding | None = None) -> bool:
+        return False

@@ -19,7 +19,7 @@ from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
 from accounts.models import User
-from inbox import policy, selectors, services
+from inbox import dlp, policy, selectors, services
 from inbox.models import (
     Attachment,
     Contact,
@@ -54,6 +54,14 @@ class ErrorSerializer(serializers.Serializer[Any]):
         fields = super().get_fields()
         fields["errors"] = serializers.DictField(
             required=False, help_text="Per-field messages of a validation error."
+        )
+        fields["code"] = serializers.CharField(
+            required=False, help_text="`dlp_blocked` or `dlp_justification_required`: outbound DLP refused."
+        )
+        fields["findings"] = serializers.ListField(
+            child=serializers.DictField(),
+            required=False,
+            help_text="What outbound DLP found, masked, with the rule that matched.",
         )
         return fields
 
@@ -224,6 +232,13 @@ CURSOR = r"^[A-Za-z0-9_-]+\Z"
 class TextSerializer(serializers.Serializer[Any]):
     # The service checks the stripped text again; this refuses the obvious first.
     text = serializers.RegexField(NON_BLANK_WITHOUT_NUL, min_length=1, max_length=services.MAX_TEXT_LENGTH)
+    justification = serializers.CharField(
+        required=False,
+        default="",
+        allow_blank=True,
+        max_length=dlp.services.MAX_JUSTIFICATION_LENGTH,
+        help_text="Sends a text a DLP rule holds for a justification; recorded with the finding.",
+    )
 
 
 class ConversationQuerySerializer(serializers.Serializer[Any]):
@@ -338,14 +353,17 @@ def _thread_items(request: Request, conversation_id: int, kind: str) -> list[Any
     ]
 
 
-def _text_for_conversation(request: Request, conversation_id: int) -> tuple[AccessContext, Conversation, str]:
-    """The caller, the conversation they may reply in, and the text they posted to it."""
+def _text_for_conversation(
+    request: Request, conversation_id: int
+) -> tuple[AccessContext, Conversation, str, str]:
+    """The caller, the conversation they may reply in, and the text (with its optional
+    justification) they posted to it."""
     ctx = _context(request)
     # Authorise before reading the body: an outsider learns nothing from a 400.
     conversation = policy.access_conversation(ctx, conversation_id, Action.REPLY)
     body = TextSerializer(data=request.data)
     body.is_valid(raise_exception=True)
-    return ctx, conversation, body.validated_data["text"]
+    return ctx, conversation, body.validated_data["text"], body.validated_data["justification"]
 
 
 class ConversationMessagesView(APIView):
@@ -366,8 +384,10 @@ class ConversationMessagesView(APIView):
         description="Reply to the contact: the message is queued for its channel to send.",
     )
     def post(self, request: Request, conversation_id: int) -> Response:
-        ctx, conversation, text = _text_for_conversation(request, conversation_id)
-        message = services.conversation_reply(ctx=ctx, conversation=conversation, text=text)
+        ctx, conversation, text, justification = _text_for_conversation(request, conversation_id)
+        message = services.conversation_reply(
+            ctx=ctx, conversation=conversation, text=text, justification=justification
+        )
         return Response(MessageSerializer(message).data, status=status.HTTP_201_CREATED)
 
 
@@ -389,8 +409,8 @@ class ConversationNotesView(APIView):
         description="Add an internal note; it is never sent to the contact.",
     )
     def post(self, request: Request, conversation_id: int) -> Response:
-        ctx, conversation, text = _text_for_conversation(request, conversation_id)
-        note = services.note_add(ctx=ctx, conversation=conversation, text=text)
+        ctx, conversation, text, justification = _text_for_conversation(request, conversation_id)
+        note = services.note_add(ctx=ctx, conversation=conversation, text=text, justification=justification)
         return Response(NoteSerializer(note).data, status=status.HTTP_201_CREATED)
 
 

@@ -31,7 +31,7 @@ from django.contrib.sessions.backends.base import SessionBase
 from django.core.exceptions import ObjectDoesNotExist
 from django.http import Http404
 
-from accounts.live import user_group
+from accounts.live import EVERY_SOCKET_GROUP, user_group
 from accounts.models import User
 from accounts.services import SESSION_LAST_SEEN_KEY, SESSION_STARTED_KEY
 from accounts.sockets import (
@@ -137,6 +137,8 @@ def _conversation(ctx: AccessContext, content: dict[str, Any], action: Action) -
         return policy.access_conversation(ctx, _conversation_id(content), action)
     except Http404:
         raise FrameRefused("not_found", "No such conversation.") from None
+    except policy.StepUpRequired as error:
+        raise FrameRefused("step_up_required", str(error)) from None
     except policy.Denied as error:
         raise FrameRefused("forbidden", str(error)) from None
 
@@ -211,7 +213,8 @@ class AgentConsumer(PooledDatabaseConsumer):
             return
         self.user_id = state.access.ctx.user.pk
         await self.accept()
-        await self.channel_layer.group_add(user_group(self.user_id), self.channel_name)
+        for group in (user_group(self.user_id), EVERY_SOCKET_GROUP):
+            await self.channel_layer.group_add(group, self.channel_name)
         await self._apply(state)
         await self._send({"type": "hello", "user_id": self.user_id})
 
@@ -221,7 +224,7 @@ class AgentConsumer(PooledDatabaseConsumer):
             self.timer.cancel()
         if not hasattr(self, "user_id"):  # refused on connect: nothing was joined
             return
-        for group in {*self.joined, user_group(self.user_id)}:
+        for group in {*self.joined, user_group(self.user_id), EVERY_SOCKET_GROUP}:
             await self.channel_layer.group_discard(group, self.channel_name)
         self.joined = frozenset()
 
@@ -280,7 +283,7 @@ class AgentConsumer(PooledDatabaseConsumer):
         self.live = None
         if self.timer is not None:
             self.timer.cancel()
-        for group in {*self.joined, user_group(self.user_id)}:
+        for group in {*self.joined, user_group(self.user_id), EVERY_SOCKET_GROUP}:
             await self.channel_layer.group_discard(group, self.channel_name)
         self.joined = frozenset()
         await socket_db(presence.presence_set)(user_id=self.user_id, presence=presence.Presence.OFFLINE)

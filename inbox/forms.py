@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from django import forms
+from django.forms.boundfield import BoundField
 from django.http import QueryDict
 
-from inbox import policy
+from inbox import dlp, policy
 from inbox.models import Conversation, Inbox, Label
 from inbox.policy import AccessContext
 from inbox.selectors import MAX_BIGINT, MAX_SEARCH_LENGTH, ConversationFilters
@@ -55,7 +56,23 @@ class ConversationFilterForm(forms.Form):
         )
 
 
-class ReplyForm(forms.Form):
+class JustifiableForm(forms.Form):
+    """A text outbound DLP may hold for a justification. The field is drawn by
+    templates/inbox/_dlp_findings.html, and only when a rule asks for one."""
+
+    justification = forms.CharField(
+        label="Justification",
+        required=False,
+        max_length=dlp.services.MAX_JUSTIFICATION_LENGTH,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Why this must go out as written. Recorded with the finding for your supervisor.",
+    )
+
+    def visible_fields(self) -> list[BoundField]:
+        return [field for field in super().visible_fields() if field.name != "justification"]
+
+
+class ReplyForm(JustifiableForm):
     reply = forms.CharField(
         label="Reply",
         max_length=MAX_TEXT_LENGTH,
@@ -64,7 +81,7 @@ class ReplyForm(forms.Form):
     )
 
 
-class NoteForm(forms.Form):
+class NoteForm(JustifiableForm):
     note = forms.CharField(
         label="Internal note",
         max_length=MAX_TEXT_LENGTH,

@@ -324,3 +324,174 @@ class TeamGroupObjectPermission(GrantFields, GroupObjectPermissionBase):
     class Meta(GroupObjectPermissionBase.Meta):
         verbose_name = "team grant to a team"
         indexes = [models.Index(fields=["group", "permission"], name="team_gop_group_perm_idx")]
+
+
+# --- Policy rules -------------------------------------------------------------------------
+# Rules narrow what grants allow; they never grant anything. Each runs off, in monitor mode
+# (recorded as "would have denied"), or enforced. Evaluated by `inbox.policy.rules`.
+
+
+class RuleAction(models.TextChoices):
+    VIEW = "view", "View"
+    REPLY = "reply", "Reply, notes, status, labels"
+    ASSIGN = "assign", "Assign"
+    EXPORT = "export", "Export"
+    MANAGE = "manage", "Manage (supervision)"
+    REVEAL_PII = "reveal_pii", "Reveal personal data"
+    BULK = "bulk", "Bulk actions"
+
+
+class PolicyRule(models.Model):
+    class Effect(models.TextChoices):
+        DENY = "deny", "Deny"
+        STEP_UP = "step_up", "Require a fresh second factor (step-up)"
+
+    class Mode(models.TextChoices):
+        OFF = "off", "Off"
+        MONITOR = "monitor", "Monitor (record what it would do)"
+        ENFORCE = "enforce", "Enforce"
+
+    class Authenticator(models.TextChoices):
+        ANY = "", "Any second factor"
+        TOTP = "totp", "Authenticator app or stronger"
+        PASSKEY = "passkey", "Passkey"
+
+    class DeviceTrust(models.TextChoices):
+        ANY = "", "Any device"
+        LOW = "low", "Registered device"
+        MEDIUM = "medium", "Healthy device"
+        HIGH = "high", "Approved device"
+
+    name = models.CharField(max_length=120, unique=True)
+    description = models.TextField(blank=True)
+    priority = models.PositiveSmallIntegerField(default=100, help_text="Lower runs first.")
+    mode = models.CharField(max_length=10, choices=Mode.choices, default=Mode.MONITOR)
+    effect = models.CharField(max_length=10, choices=Effect.choices, default=Effect.DENY)
+    # Applies to (each empty: everyone / everything).
+    groups = models.ManyToManyField(
+        Group, blank=True, related_name="+", verbose_name="roles and teams", help_text="Empty: everyone."
+    )
+    inboxes = models.ManyToManyField(Inbox, blank=True, related_name="+", help_text="Empty: every inbox.")
+    modules = models.JSONField(default=list, blank=True, help_text="Empty: every module.")
+    actions = models.JSONField(default=list, blank=True, help_text="Empty: every action.")
+    # Conditions: what a request must meet; a request that does not meet one of them gets
+    # the effect. An unset condition is not checked; a condition on a signal the request
+    # does not carry is not met.
+    window_start = models.TimeField(null=True, blank=True)
+    window_end = models.TimeField(null=True, blank=True)
+    time_zone = models.CharField(max_length=64, default="UTC")
+    weekdays = models.JSONField(default=list, blank=True, help_text="0 = Monday. Empty: every day.")
+    allowed_networks = models.TextField(
+        blank=True, help_text="One CIDR per line: requests must come from one."
+    )
+    blocked_networks = models.TextField(blank=True, help_text="One CIDR per line: requests must not.")
+    max_session_age_minutes = models.PositiveIntegerField(null=True, blank=True)
+    required_authenticator = models.CharField(
+        max_length=10, choices=Authenticator.choices, blank=True, default=Authenticator.ANY
+    )
+    min_device_trust = models.CharField(max_length=10, choices=DeviceTrust.choices, blank=True, default="")
+    max_risk_score = models.PositiveSmallIntegerField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["priority", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+# --- Outbound data-loss prevention (DLP) ------------------------------------------------------
+# What agents write is scanned before it is stored (`inbox.dlp`). Rules are data: which
+# kinds of finding, how sure the detector must be, and what happens then.
+
+
+class DlpKind(models.TextChoices):
+    CARD = "card", "Payment card number"
+    IBAN = "iban", "IBAN"
+    NATIONAL_ID = "national_id", "National identity number"
+    PHONE = "phone", "Phone number"
+    PERSONAL_EMAIL = "personal_email", "Personal email address"
+    MESSENGER_LINK = "messenger_link", "Messenger link (wa.me, t.me, …)"
+    MESSENGER_INVITE = "messenger_invite", "Invitation to a private messenger"
+
+
+class DlpConfidence(models.IntegerChoices):
+    # Purview's levels: a pattern alone is low or medium; supporting words nearby raise it.
+    LOW = 65, "Low"
+    MEDIUM = 75, "Medium"
+    HIGH = 85, "High"
+
+
+class DlpRule(models.Model):
+    class Action(models.TextChoices):
+        FLAG = "flag", "Flag (send and record)"
+        JUSTIFY = "justify", "Require a justification"
+        BLOCK = "block", "Block"
+
+    class Mode(models.TextChoices):
+        OFF = "off", "Off"
+        MONITOR = "monitor", "Monitor (record what it would do, let it through)"
+        ENFORCE = "enforce", "Enforce"
+
+    name = models.CharField(max_length=120, unique=True)
+    kinds = models.JSONField(default=list, help_text="Kinds of finding this rule acts on.")
+    min_confidence = models.PositiveSmallIntegerField(
+        choices=DlpConfidence.choices, default=DlpConfidence.MEDIUM
+    )
+    action = models.CharField(max_length=10, choices=Action.choices, default=Action.FLAG)
+    mode = models.CharField(max_length=10, choices=Mode.choices, default=Mode.MONITOR)
+    applies_to_notes = models.BooleanField(
+        default=False, help_text="Notes are internal: only rules about data that must not be kept apply."
+    )
+    inboxes = models.ManyToManyField(Inbox, blank=True, related_name="+", help_text="Empty: every inbox.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "DLP rule"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DlpFinding(models.Model):
+    """What a rule found in an outbound text, masked: never the matched value itself."""
+
+    class Outcome(models.TextChoices):
+        FLAGGED = "flagged", "Sent, flagged"
+        JUSTIFIED = "justified", "Sent with a justification"
+        MONITORED = "monitored", "Sent (monitor mode: would have been held)"
+        HELD = "held", "Not sent: justification required"
+        BLOCKED = "blocked", "Not sent: blocked"
+
+    inbox = models.ForeignKey(Inbox, on_delete=models.CASCADE, related_name="+")
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="+")
+    # Both empty when the text was refused: nothing was stored to point at.
+    message = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.CASCADE, related_name="dlp_findings"
+    )
+    note = models.ForeignKey(
+        Note, null=True, blank=True, on_delete=models.CASCADE, related_name="dlp_findings"
+    )
+    rule = models.ForeignKey(DlpRule, null=True, on_delete=models.SET_NULL, related_name="findings")
+    rule_name = models.CharField(max_length=120, help_text="As it was named when it matched.")
+    kind = models.CharField(max_length=20, choices=DlpKind.choices)
+    masked_excerpt = models.CharField(max_length=200)
+    confidence = models.PositiveSmallIntegerField(choices=DlpConfidence.choices)
+    action = models.CharField(max_length=10, choices=DlpRule.Action.choices)
+    mode = models.CharField(max_length=10, choices=DlpRule.Mode.choices)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    justification = models.TextField(blank=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "DLP finding"
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["inbox", "created_at"], name="dlpfinding_inbox_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.masked_excerpt}"

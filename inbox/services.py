@@ -12,7 +12,7 @@ from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from inbox import events, policy
+from inbox import dlp, events, policy
 from inbox.models import (
     ChannelKind,
     Contact,
@@ -42,6 +42,33 @@ class InvalidRequest(ValueError):
     """The request is well-formed but not acceptable: answered 400 with this message."""
 
 
+class OutboundRefused(InvalidRequest):
+    """Outbound DLP held a reply or note back; the findings (masked) say why."""
+
+    def __init__(self, verdict: dlp.Verdict) -> None:
+        super().__init__(verdict.explanation())
+        self.verdict = verdict
+
+    def body(self) -> dict[str, object]:
+        """The API's answer: the usual `detail`, with a code a client can act on."""
+        return {
+            "detail": str(self),
+            "code": self.verdict.code,
+            "findings": [finding.payload() for finding in self.verdict.findings],
+        }
+
+
+def _dlp_screen(
+    ctx: AccessContext, conversation: Conversation, text: str, target: dlp.Target, justification: str
+) -> dlp.Verdict:
+    verdict = dlp.outbound_screen(
+        ctx=ctx, conversation=conversation, text=text, target=target, justification=justification
+    )
+    if verdict.refused:
+        raise OutboundRefused(verdict)
+    return verdict
+
+
 def _check_text(text: str, *, what: str) -> str:
     text = text.strip()
     if not text:
@@ -58,11 +85,14 @@ def _touch(conversation: Conversation, when: datetime) -> None:
     Conversation.objects.filter(pk=conversation.pk).update(last_activity_at=when)
 
 
-def conversation_reply(*, ctx: AccessContext, conversation: Conversation, text: str) -> Message:
+def conversation_reply(
+    *, ctx: AccessContext, conversation: Conversation, text: str, justification: str = ""
+) -> Message:
     """Store an agent's reply as an outbound message, queued for its channel to send."""
     if not policy.can(ctx, Action.REPLY, conversation):
         raise policy.Denied("You may not reply in this conversation.")
     text = _check_text(text, what="reply")
+    verdict = _dlp_screen(ctx, conversation, text, dlp.Target.REPLY, justification)
     with transaction.atomic():
         message = Message.objects.create(
             conversation=conversation,
@@ -73,6 +103,7 @@ def conversation_reply(*, ctx: AccessContext, conversation: Conversation, text: 
             text=text,
             delivery_status=Message.DeliveryStatus.QUEUED,
         )
+        dlp.findings_record(verdict, ctx=ctx, conversation=conversation, message=message)
         _touch(conversation, message.created_at)
         events.publish_after_commit(
             inbox_id=conversation.inbox_id,
@@ -99,12 +130,14 @@ def outbound_dispatch(message_id: int) -> None:
         _outbound_dispatcher(message_id)
 
 
-def note_add(*, ctx: AccessContext, conversation: Conversation, text: str) -> Note:
+def note_add(*, ctx: AccessContext, conversation: Conversation, text: str, justification: str = "") -> Note:
     if not policy.can(ctx, Action.REPLY, conversation):
         raise policy.Denied("You may not add notes to this conversation.")
     text = _check_text(text, what="note")
+    verdict = _dlp_screen(ctx, conversation, text, dlp.Target.NOTE, justification)
     with transaction.atomic():
         note = Note.objects.create(conversation=conversation, author=ctx.user, text=text)
+        dlp.findings_record(verdict, ctx=ctx, conversation=conversation, note=note)
         events.publish_after_commit(
             inbox_id=conversation.inbox_id,
             event="note.created",

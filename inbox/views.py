@@ -100,6 +100,7 @@ def _conversation_page(
     *,
     bound: django_forms.Form | None = None,
     error: str = "",
+    refusal: services.OutboundRefused | None = None,
     status: int = 200,
 ) -> HttpResponse:
     """The conversation page; after a refused action, with that action's form as submitted."""
@@ -126,6 +127,7 @@ def _conversation_page(
         if invoices is None
         else [{"invoice": invoice, "amount": _money(invoice.amount_cents)} for invoice in invoices],
         "error": error,
+        "dlp_refusal": refusal,
         **page_forms,
     }
     return render(request, "inbox/conversation.html", context, status=status)
@@ -158,8 +160,14 @@ def _conversation_action(
         return _conversation_page(request, ctx, conversation, bound=form, status=400)
     try:
         confirmation = action(ctx, conversation, form.cleaned_data)
+    except services.OutboundRefused as refused:
+        return _conversation_page(
+            request, ctx, conversation, bound=form, error=str(refused), refusal=refused, status=400
+        )
     except services.InvalidRequest as error:
         return _conversation_page(request, ctx, conversation, bound=form, error=str(error), status=400)
+    except policy.StepUpRequired:
+        raise  # the step-up gate asks for the code, then sends this very post again
     except policy.Denied as error:
         back_url = reverse("inbox:conversation", kwargs={"conversation_id": conversation.pk})
         return render(request, "inbox/denied.html", {"message": str(error), "back_url": back_url}, status=403)
@@ -168,12 +176,16 @@ def _conversation_action(
 
 
 def _reply(ctx: AccessContext, conversation: Conversation, data: dict[str, Any]) -> str:
-    services.conversation_reply(ctx=ctx, conversation=conversation, text=data["reply"])
+    services.conversation_reply(
+        ctx=ctx, conversation=conversation, text=data["reply"], justification=data["justification"]
+    )
     return "Reply queued for sending."
 
 
 def _note(ctx: AccessContext, conversation: Conversation, data: dict[str, Any]) -> str:
-    services.note_add(ctx=ctx, conversation=conversation, text=data["note"])
+    services.note_add(
+        ctx=ctx, conversation=conversation, text=data["note"], justification=data["justification"]
+    )
     return "Note added."
 
 

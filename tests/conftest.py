@@ -122,3 +122,17 @@ def delegate_new_inboxes() -> Iterator[Callable[[User], None]]:
         yield delegated.append
     finally:
         post_save.disconnect(sender=Inbox, dispatch_uid="delegate_new_inboxes")
+
+
+@pytest.fixture(autouse=True)
+def no_policy_rules_cached() -> None:
+    """Each test starts with no policy rules, as its database does: a rule compiled in an
+    earlier test (rolled back, so no signal said it was gone) must not linger."""
+    import time
+
+    from django.core.cache import cache
+
+    from inbox.policy import rules
+
+    cache.set(rules.VERSION_KEY, {"version": time.time_ns(), "active": 0}, timeout=None)
+    rules.reset()
