@@ -5,7 +5,10 @@
 2. Providers do not import each other: each is a package of its own under
    channels_app/webhooks/providers/ (or channels_app/api/ for the API channel) that may use
    the webhook core and the shared `providers.base`, nothing of another provider.
-3. Edges (views, API, consumers, tasks, admin) load protected models only through the
+3. Channel families build on `channels_app.common` only: email, live chat and the webhook
+   core do not import each other, and common imports none of them. The API channel, a
+   provider, builds on the webhook core; the registry lists every provider.
+4. Edges (views, API, consumers, tasks, admin) load protected models only through the
    policy's loaders or the selectors: `Conversation.objects` and its kin appear in
    policy, selectors and services only (the rule Zulip's linter keeps for access_message).
 
@@ -122,6 +125,32 @@ def edges_loading_protected_models(path: str, module: str, source: str) -> list[
     ]
 
 
+FAMILIES = ("common", "email", "livechat", "webhooks", "api")
+# (importer, imported) pairs of families allowed beside "anyone imports common".
+FAMILY_EDGES = {("api", "webhooks")}
+REGISTRY_MODULE = "channels_app.webhooks.registry"
+
+
+def _family_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "channels_app" and parts[1] in FAMILIES else None
+
+
+def families_importing_each_other(path: str, module: str, source: str) -> list[str]:
+    own = _family_of(module)
+    if own is None:
+        return []
+    found = []
+    for line, name in _imports(source, module):
+        other = _family_of(name)
+        if other in (None, own, "common") or (own, other) in FAMILY_EDGES:
+            continue
+        if module == REGISTRY_MODULE and other == "api":
+            continue
+        found.append(f"{path}:{line} ({own}) imports {name}")
+    return found
+
+
 Rule = Callable[[str, str, str], list[str]]
 
 
@@ -140,6 +169,10 @@ def test_inbox_does_not_import_channels_app() -> None:
 
 def test_providers_do_not_import_each_other() -> None:
     assert _violations(providers_importing_each_other) == []
+
+
+def test_channel_families_build_on_common_only() -> None:
+    assert _violations(families_importing_each_other) == []
 
 
 def test_edges_load_protected_models_through_the_policy_or_selectors() -> None:
@@ -183,6 +216,21 @@ def test_the_allowlists_hold_only_live_violations() -> None:
             "from ..meta import selectors\n",
         ),
         (
+            families_importing_each_other,
+            "channels_app/livechat/services.py",
+            "from channels_app.email import parse\n",
+        ),
+        (
+            families_importing_each_other,
+            "channels_app/common/outbound.py",
+            "def f():\n    from channels_app.webhooks import tasks\n",
+        ),
+        (
+            families_importing_each_other,
+            "channels_app/webhooks/services.py",
+            "from channels_app.api.models import ApiChannel\n",
+        ),
+        (
             edges_loading_protected_models,
             "inbox/views.py",
             "def v(r, pk):\n    return Message.objects.get(pk=pk)\n",
@@ -209,6 +257,16 @@ def test_a_planted_violation_is_caught(rule: Rule, path: str, source: str, tmp_p
             providers_importing_each_other,
             "channels_app/api/provider.py",
             f"from {SHARED_PROVIDER_MODULE} import X\n",
+        ),
+        (
+            families_importing_each_other,
+            "channels_app/webhooks/registry.py",
+            "from channels_app.api.provider import Api\n",
+        ),
+        (
+            families_importing_each_other,
+            "channels_app/api/provider.py",
+            "from channels_app.webhooks import items\n",
         ),
         (edges_loading_protected_models, "inbox/selectors.py", "Message.objects.filter(pk=1)\n"),
         (edges_loading_protected_models, "inbox/views.py", "policy.access_conversation(ctx, pk)\n"),

@@ -3,9 +3,29 @@ by what their bytes are (never by what they are declared as)."""
 
 from __future__ import annotations
 
-from channels_app.email.parse import sniff
+import codecs
+
+import filetype
+
 from inbox.models import Attachment
 from inbox.services import attachment_file_store
+
+
+def sniff(content: bytes) -> tuple[str, str]:
+    """The content type and extension the bytes show, whatever the message declared."""
+    sample = content[:8192]
+    kind = filetype.guess(sample)
+    if kind is not None:
+        return kind.mime, kind.extension
+    try:
+        # Not final: a multi-byte character cut at the sample's end is still text.
+        codecs.getincrementaldecoder("utf-8")().decode(sample, final=False)
+    except UnicodeDecodeError:
+        return "application/octet-stream", "bin"
+    if b"\x00" in sample:
+        return "application/octet-stream", "bin"
+    return "text/plain", "txt"
+
 
 # Media types kept as attachments (sniffed from the bytes, never as declared).
 ALLOWED_MEDIA_PREFIXES = ("image/", "audio/", "video/", "application/pdf", "text/plain")

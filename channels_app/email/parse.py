@@ -21,7 +21,6 @@ from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.utils import getaddresses
 
-import filetype
 import nh3
 
 MAX_TEXT_CHARS = 200_000
@@ -249,22 +248,6 @@ def safe_filename(name: str | None, index: int) -> str:
         stem, dot, extension = name.rpartition(".")
         name = f"{stem[:180]}.{extension[:16]}" if dot and len(extension) <= 16 else name[:200]
     return name
-
-
-def sniff(content: bytes) -> tuple[str, str]:
-    """The content type and extension the bytes show, whatever the message declared."""
-    sample = content[:8192]
-    kind = filetype.guess(sample)
-    if kind is not None:
-        return kind.mime, kind.extension
-    try:
-        # Not final: a multi-byte character cut at the sample's end is still text.
-        codecs.getincrementaldecoder("utf-8")().decode(sample, final=False)
-    except UnicodeDecodeError:
-        return "application/octet-stream", "bin"
-    if b"\x00" in sample:
-        return "application/octet-stream", "bin"
-    return "text/plain", "txt"
 
 
 class _Walker:

@@ -36,6 +36,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
+from channels_app.common.inbound import sniff
 from channels_app.common.outbound import ReadyReply
 from channels_app.email import parse as email_parse
 from channels_app.email import selectors, smtp
@@ -501,7 +502,7 @@ def _thread_refusal_note(message: Message, sender: str, refused_conversation_id:
 def _attachments_store(message: Message, attachments: list[email_parse.ParsedAttachment]) -> None:
     rows = []
     for attachment in attachments:
-        content_type, extension = email_parse.sniff(attachment.content)
+        content_type, extension = sniff(attachment.content)
         name, digest = attachment_file_store(content=attachment.content, extension=extension)
         rows.append(
             Attachment(

@@ -26,8 +26,8 @@ from django.core.files.uploadedfile import UploadedFile
 from django.core.validators import EmailValidator
 from django.db import transaction
 
+from channels_app.common.inbound import sniff
 from channels_app.common.outbound import ReadyReply
-from channels_app.email import parse as email_parse
 from channels_app.livechat import selectors
 from channels_app.livechat.models import FieldMode, LiveChatChannel, livechat_secret_default
 from inbox import events
@@ -441,7 +441,7 @@ def visitor_upload_receive(
     content = upload.read(settings.LIVECHAT_MAX_UPLOAD_BYTES + 1)
     if len(content) > settings.LIVECHAT_MAX_UPLOAD_BYTES:
         raise VisitorInputError("too_large", "The file is too large.")
-    content_type, extension = email_parse.sniff(content)
+    content_type, extension = sniff(content)
     if content_type not in settings.LIVECHAT_UPLOAD_TYPES:
         raise VisitorInputError(
             "type_refused", "Send images (PNG, JPEG, GIF, WebP), PDF or plain text files."

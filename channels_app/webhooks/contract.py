@@ -48,6 +48,9 @@ class SignedSample:
 
 
 class WebhookProvider(Protocol):
+    """Each provider's methods take its own model (`model`) as `channel`; the registry holds
+    them all as WebhookProvider, so the channel is `Any` here and typed in each provider."""
+
     # Read-only members: each provider's class sets them as class attributes.
     # The channel's `provider` value and the URL segment of its hooks.
     @property

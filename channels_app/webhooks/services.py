@@ -34,11 +34,10 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from audit.services import Kind, Severity, client_ip, security_event_record
-from channels_app.common.inbound import attachment_build
+from channels_app.common.inbound import attachment_build, sniff
 from channels_app.common.outbound import ReadyReply
 from channels_app.common.provider_http import ProviderError, TooLarge
 from channels_app.common.retry import backoff_ceiling
-from channels_app.email.parse import sniff
 from channels_app.webhooks import selectors
 from channels_app.webhooks.contract import Answer, HookRequest, WebhookProvider
 from channels_app.webhooks.items import (
@@ -122,17 +121,24 @@ def _channel_or_refuse(provider: WebhookProvider, channel_id: int, request: Http
     return channel
 
 
-def _channel_enabled_by_id(channel_id: int) -> tuple[WebhookProvider, SocialChannel] | None:
-    """An event's channel, as its provider's model, if it is still enabled and feeds an inbox
-    of its kind."""
-    provider = PROVIDERS.get(selectors.channel_provider(channel_id) or "")
+def _channel_enabled(
+    provider_name: str | None, channel_id: int
+) -> tuple[WebhookProvider, SocialChannel] | None:
+    """The channel, as its provider's model, if it is still enabled and feeds an inbox of its
+    kind."""
+    provider = PROVIDERS.get(provider_name or "")
     channel = selectors.channel_enabled(provider.model, channel_id) if provider is not None else None
     return (provider, channel) if provider is not None and channel is not None else None
 
 
+def _channel_enabled_by_id(channel_id: int) -> tuple[WebhookProvider, SocialChannel] | None:
+    """An event's channel, known by its id only."""
+    return _channel_enabled(selectors.channel_provider(channel_id), channel_id)
+
+
 def _channel_for_inbox(inbox_id: int) -> tuple[WebhookProvider, SocialChannel] | None:
     found = selectors.channel_of_inbox(inbox_id)
-    return _channel_enabled_by_id(found[1]) if found is not None else None
+    return _channel_enabled(*found) if found is not None else None
 
 
 def _verdict(channel: SocialChannel, problem: str | None, request: HttpRequest) -> bool:
