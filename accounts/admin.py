@@ -20,16 +20,18 @@ from accounts import roles, services, supervision, tokens
 from accounts.live import sockets_recheck
 from accounts.models import ApiToken, ApprovalRule, ChangeKind, ChangeRequest, User, UserSession
 from inbox import policy
-from inbox.admin import ManagedUsersAdminMixin, bind_request, change_submit, submit_membership
+from inbox.admin import (
+    ManagedUsersAdminMixin,
+    administrator_only,
+    bind_request,
+    change_submit,
+    submit_membership,
+)
 from inbox.policy import AccessContext
 
 
 def _ctx(request: HttpRequest) -> AccessContext:
     return AccessContext.from_request(request)
-
-
-def _is_administrator(request: HttpRequest) -> bool:
-    return isinstance(request.user, User) and policy.is_administrator(request.user)
 
 
 def _request_change_url(kind: ChangeKind, subject_ids: list[int]) -> str:
@@ -108,7 +110,7 @@ class UserAdmin(DjangoUserAdmin):
     def formfield_for_manytomany(
         self, db_field: ManyToManyField[Any, Any], request: HttpRequest, **kwargs: Any
     ) -> ModelMultipleChoiceField | None:
-        if db_field.name == "groups" and not _is_administrator(request):
+        if db_field.name == "groups" and not administrator_only(request):
             kwargs["queryset"] = Group.objects.exclude(name=roles.ADMINISTRATOR)
         return super().formfield_for_manytomany(db_field, request, **kwargs)
 
@@ -454,16 +456,16 @@ class ApprovalRuleAdmin(admin.ModelAdmin[ApprovalRule]):
     list_editable = ("requires_second_approval",)
 
     def has_module_permission(self, request: HttpRequest) -> bool:
-        return _is_administrator(request)
+        return administrator_only(request)
 
     def has_view_permission(self, request: HttpRequest, obj: ApprovalRule | None = None) -> bool:
-        return _is_administrator(request)
+        return administrator_only(request)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
-        return _is_administrator(request)
+        return administrator_only(request)
 
     def has_change_permission(self, request: HttpRequest, obj: ApprovalRule | None = None) -> bool:
-        return _is_administrator(request)
+        return administrator_only(request)
 
     def has_delete_permission(self, request: HttpRequest, obj: ApprovalRule | None = None) -> bool:
         return False
