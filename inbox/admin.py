@@ -697,7 +697,8 @@ class PolicyRuleForm(forms.ModelForm[PolicyRule]):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if not administrator_only(self.request):
+        # A rule shown read-only (someone else's) has no fields to narrow.
+        if not administrator_only(self.request) and "inboxes" in self.fields:
             # A supervisor's rules are for the inboxes they manage, named one by one.
             inboxes = self.fields["inboxes"]
             assert isinstance(inboxes, forms.ModelMultipleChoiceField)  # noqa: S101  # a relation
@@ -816,6 +817,18 @@ class PolicyRuleAdmin(admin.ModelAdmin[PolicyRule]):
             .exclude(inboxes__in=Inbox.objects.exclude(pk__in=managed))
             .distinct()
         )
+
+    def has_change_permission(self, request: HttpRequest, obj: PolicyRule | None = None) -> bool:
+        return super().has_change_permission(request, obj) and self._own_or_administrator(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: PolicyRule | None = None) -> bool:
+        return super().has_delete_permission(request, obj) and self._own_or_administrator(request, obj)
+
+    @staticmethod
+    def _own_or_administrator(request: HttpRequest, obj: PolicyRule | None) -> bool:
+        # A rule someone else wrote on a supervisor's inboxes may restrict that supervisor:
+        # switching it off would widen their own access, so they read it and leave it be.
+        return obj is None or administrator_only(request) or obj.created_by_id == request.user.pk
 
     @admin.display(description="Impact (what it applied to, or would have)")
     def impact(self, obj: PolicyRule) -> str:

@@ -464,3 +464,42 @@ def test_the_issues_scenario_monitor_then_impact_then_enforce(
         and change.detail["mode_from"] == "monitor"
         and change.detail["mode_to"] == "enforce"
     )
+
+
+def test_a_supervisor_cannot_change_or_delete_a_rule_someone_else_wrote(
+    segments: Segments, make_user: Any, verified_client: Any
+) -> None:
+    """Switching off an administrator's restriction on their own inbox would widen the
+    supervisor's own access: they read it, and change only the rules they wrote."""
+    supervisor = make_user(roles.SUPERVISOR, is_staff=True)
+    grant_inbox(segments.support, supervisor, perms=("view_inbox", "manage_inbox"))
+    client = verified_client(supervisor)
+    theirs = rule(
+        "Support: reply from the office",
+        inboxes=[segments.support],
+        mode=PolicyRule.Mode.ENFORCE,
+        actions=["reply"],
+        allowed_networks="10.0.0.0/8",
+        created_by=make_user(roles.ADMINISTRATOR, is_staff=True),
+    )
+    assert (
+        client.post("/admin/inbox/policyrule/add/", rule_form(inboxes=[segments.support.pk])).status_code
+        == 302
+    )
+    own = PolicyRule.objects.get(created_by=supervisor)
+
+    listed = client.get("/admin/inbox/policyrule/").context["cl"].result_list
+    assert set(listed) == {theirs, own}
+    assert client.get(f"/admin/inbox/policyrule/{theirs.pk}/change/").status_code == 200  # read-only view
+    edited = rule_form(inboxes=[segments.support.pk], mode="off", name=theirs.name)
+    assert client.post(f"/admin/inbox/policyrule/{theirs.pk}/change/", edited).status_code == 403
+    assert client.post(f"/admin/inbox/policyrule/{theirs.pk}/delete/", {"post": "yes"}).status_code == 403
+    theirs.refresh_from_db()
+    assert theirs.mode == PolicyRule.Mode.ENFORCE
+
+    assert (
+        client.post(f"/admin/inbox/policyrule/{own.pk}/change/", {**edited, "name": own.name}).status_code
+        == 302
+    )
+    own.refresh_from_db()
+    assert own.mode == PolicyRule.Mode.OFF
