@@ -276,13 +276,37 @@ class CompiledRule:
 
 
 @dataclass(frozen=True)
+class RuleGroup:
+    """Rules that set the same conditions with the same parameters (the same business
+    hours, the same office network): a request meets all of them or none, so they are
+    judged once and, when met — the common case — passed over together."""
+
+    rules: tuple[CompiledRule, ...]
+    denies: bool  # whether any of them denies (lists and live scopes ask only those)
+
+    def unmet(self, moment: Moment) -> dict[str, Any]:
+        return self.rules[0].unmet(moment)
+
+
+def _grouped(rules: Iterable[CompiledRule]) -> tuple[RuleGroup, ...]:
+    """Groups in the order of their first rule, rules in priority order within each."""
+    members: dict[tuple[Hashable, ...], list[CompiledRule]] = {}
+    for rule in rules:
+        members.setdefault(rule.check_keys, []).append(rule)
+    return tuple(
+        RuleGroup(tuple(group), any(rule.effect == PolicyRule.Effect.DENY for rule in group))
+        for group in members.values()
+    )
+
+
+@dataclass(frozen=True)
 class RuleSet:
     version: object
     rules: tuple[CompiledRule, ...]
     inbox_modules: dict[int, str] = field(default_factory=dict)
-    # The rules that can apply to each action, in priority order (rules naming no action
-    # are in every list), so a decision walks only those.
-    by_action: dict[str, tuple[CompiledRule, ...]] = field(default_factory=dict)
+    # The rules that can apply to each action (rules naming no action are in every list),
+    # grouped by their conditions, so a decision judges each distinct condition once.
+    by_action: dict[str, tuple[RuleGroup, ...]] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -290,7 +314,7 @@ class RuleSet:
     ) -> RuleSet:
         actions = {action for rule in rules for action in rule.actions} | set(RuleAction.values)
         by_action = {
-            action: tuple(rule for rule in rules if not rule.actions or action in rule.actions)
+            action: _grouped(rule for rule in rules if not rule.actions or action in rule.actions)
             for action in actions
         }
         return cls(version, rules, inbox_modules, by_action)
@@ -299,10 +323,10 @@ class RuleSet:
     def active(self) -> bool:
         return bool(self.rules)
 
-    def for_action(self, action: str) -> tuple[CompiledRule, ...]:
+    def for_action(self, action: str) -> tuple[RuleGroup, ...]:
         found = self.by_action.get(action)
         if found is None:
-            return tuple(rule for rule in self.rules if not rule.actions)
+            return _grouped(rule for rule in self.rules if not rule.actions)
         return found
 
 
@@ -391,18 +415,23 @@ _STRENGTH = {"allow": 0, "step_up": 1, "deny": 2}
 
 
 def _fired(
-    ctx: AccessContext, action: str, inbox_id: int | None, rules: Iterable[CompiledRule]
+    ctx: AccessContext, action: str, inbox_id: int | None, groups: Iterable[RuleGroup]
 ) -> Iterable[tuple[CompiledRule, dict[str, Any]]]:
     moment = Moment(ctx)
-    for rule in rules:
-        if not rule.covers_inbox(inbox_id):
-            continue
-        unmet = rule.unmet(moment)
-        if not unmet or not rule.covers_person(ctx):
-            continue
-        if rule.effect == PolicyRule.Effect.STEP_UP and ctx.step_up_fresh:
-            continue  # the fresh second factor is what the rule asks for
-        yield rule, unmet
+    for group in groups:
+        unmet: dict[str, Any] | None = None
+        for rule in group.rules:
+            if not rule.covers_inbox(inbox_id):
+                continue
+            if unmet is None:
+                unmet = group.unmet(moment)
+            if not unmet:
+                break  # met by one, met by all
+            if not rule.covers_person(ctx):
+                continue
+            if rule.effect == PolicyRule.Effect.STEP_UP and ctx.step_up_fresh:
+                continue  # the fresh second factor is what the rule asks for
+            yield rule, unmet
 
 
 def evaluate(
@@ -445,17 +474,20 @@ def denied_inboxes(ctx: AccessContext, action: str, *, record: bool = True) -> f
         return closed_memo
     closed: set[int] = set()
     moment = Moment(ctx)
-    for rule in current.for_action(action):
-        if rule.effect != PolicyRule.Effect.DENY:
+    for group in current.for_action(action):
+        if not group.denies:
             continue
-        unmet = rule.unmet(moment)
-        if not unmet or not rule.covers_person(ctx):
+        unmet = group.unmet(moment)
+        if not unmet:
             continue
-        enforced = rule.mode == PolicyRule.Mode.ENFORCE
-        if record:
-            _record(ctx, rule, enforced, action, "inbox.inbox", None, {**unmet, "list": True})
-        if enforced:
-            closed |= set(current.inbox_modules) if rule.inbox_ids is None else set(rule.inbox_ids)
+        for rule in group.rules:
+            if rule.effect != PolicyRule.Effect.DENY or not rule.covers_person(ctx):
+                continue
+            enforced = rule.mode == PolicyRule.Mode.ENFORCE
+            if record:
+                _record(ctx, rule, enforced, action, "inbox.inbox", None, {**unmet, "list": True})
+            if enforced:
+                closed |= set(current.inbox_modules) if rule.inbox_ids is None else set(rule.inbox_ids)
     answer = frozenset(closed) if closed else None
     ctx._memo[key] = (current.version, now, answer)
     return answer

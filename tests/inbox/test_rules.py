@@ -184,6 +184,42 @@ def test_deny_beats_step_up(segments: Segments) -> None:
     assert not policy.can(ctx(segments.billing_agent), Action.REPLY, conversation)
 
 
+def test_rules_sharing_their_conditions_are_judged_together_and_each_recorded(
+    segments: Segments,
+) -> None:
+    """The engine judges equal conditions once per group of rules; every rule of a group
+    that fires is still applied and recorded, and one that does not cover the caller or
+    the inbox is not."""
+    conversation = segments.billing_conversations[0]
+    start, end = closed_window_now()
+
+    def hours(name: str, mode: str, effect: str, inbox: Inbox) -> PolicyRule:
+        return rule(
+            name,
+            inboxes=[inbox],
+            mode=mode,
+            effect=effect,
+            window_start=start,
+            window_end=end,
+            time_zone="Europe/Berlin",
+        )
+
+    watching = hours("watching", "monitor", "deny", segments.billing)
+    stepping = hours("stepping", "enforce", "step_up", segments.billing)
+    hours("another role's", "enforce", "deny", segments.billing).groups.set(
+        [Group.objects.get(name=roles.SUPERVISOR)]
+    )
+    hours("another inbox's", "enforce", "deny", segments.support)
+    (group,) = rules.ruleset().for_action("reply")
+    assert len(group.rules) == 4 and group.denies
+
+    with pytest.raises(policy.StepUpRequired):
+        policy.can(ctx(segments.billing_agent), Action.REPLY, conversation)
+    decided = RuleDecision.objects.filter(object_type="inbox.conversation")
+    fired = set(decided.values_list("rule_id", "outcome"))
+    assert fired == {(watching.pk, "would_deny"), (stepping.pk, "step_up")}
+
+
 def test_roles_and_teams_narrow_who_a_rule_applies_to(segments: Segments, make_user: Any) -> None:
     conversation = segments.billing_conversations[0]
     deny = rule("billing agents only", inboxes=[segments.billing], mode="enforce", actions=["reply"])
