@@ -17,6 +17,7 @@ from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts import roles, services, supervision, tokens
+from accounts.devices import admin as device_admin  # noqa: F401  # registers BrowserDeviceAdmin
 from accounts.live import sockets_recheck
 from accounts.models import ApiToken, ApprovalRule, ChangeKind, ChangeRequest, User, UserSession
 from inbox import policy
@@ -579,13 +580,18 @@ class ApiTokenAdmin(admin.ModelAdmin[ApiToken]):
     def inbox_names(self, obj: ApiToken) -> str:
         return ", ".join(inbox.name for inbox in obj.inboxes.all())
 
+    def _issue_fields(self, request: HttpRequest) -> tuple[str, ...]:
+        # SCIM provisioning tokens create and deactivate accounts: administrators only.
+        return self.ISSUE_FIELDS + (("scim_provider",) if administrator_only(request) else ())
+
     def get_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> tuple[str, ...]:
-        return self.ISSUE_FIELDS if obj is None else self.ISSUE_FIELDS + self.RECORD_FIELDS
+        fields = self._issue_fields(request)
+        return fields if obj is None else fields + self.RECORD_FIELDS
 
     def get_readonly_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> tuple[str, ...]:
         # A token's reach is fixed when it is issued: widening it later would hand a
         # secret already out in the world more than it was issued for. Issue a new one.
-        return () if obj is None else self.ISSUE_FIELDS + self.RECORD_FIELDS
+        return () if obj is None else self._issue_fields(request) + self.RECORD_FIELDS
 
     def has_delete_permission(self, request: HttpRequest, obj: ApiToken | None = None) -> bool:
         # Revoked, never deleted: access events refer to the token by id.
@@ -604,3 +610,7 @@ class ApiTokenAdmin(admin.ModelAdmin[ApiToken]):
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
         count = tokens.tokens_revoke(tokens=queryset, by=request.user, request=request)  # type: ignore[arg-type]
         messages.success(request, f"{count} token(s) revoked.")
+
+
+# Single sign-on's admin lives with its package; autodiscovery finds only this module.
+from accounts.sso import admin as sso_admin  # noqa: E402, F401

@@ -23,5 +23,11 @@ class VerifiedAccess(BasePermission):
         if isinstance(token, ApiToken):
             # Set only by ApiTokenAuthentication, which verified it; checked again so a
             # token can never stand in for a second factor by any other route.
-            return token.is_usable and request.user.pk == token.user_id and token.user.is_service_account
+            # A SCIM provisioning token opens the SCIM endpoints (accounts.scim) only.
+            return (
+                token.is_usable
+                and token.scim_provider_id is None
+                and request.user.pk == token.user_id
+                and token.user.is_service_account
+            )
         return is_verified(request.user)

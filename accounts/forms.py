@@ -9,6 +9,7 @@ from django.http import HttpRequest
 
 from accounts import throttle
 from accounts.models import User
+from accounts.sso.selectors import local_sign_in_allowed
 from audit.services import client_ip
 
 INVALID_CREDENTIALS = "Invalid username or password."
@@ -20,6 +21,8 @@ class PasswordOutcome(enum.Enum):
     # The right password for a locked account: answered exactly like REFUSED.
     LOCKED = "locked"
     THROTTLED = "throttled"
+    # The right password of someone whose role signs in through the IdP only: as REFUSED.
+    IDP_ONLY = "idp_only"
 
 
 def throttled_message(seconds: int) -> str:
@@ -63,7 +66,12 @@ class LoginForm(forms.Form):
                 self.outcome = PasswordOutcome.REFUSED
             else:
                 self.user = user
-                self.outcome = PasswordOutcome.LOCKED if user.is_locked else PasswordOutcome.ACCEPTED
+                if user.is_locked:
+                    self.outcome = PasswordOutcome.LOCKED
+                elif not local_sign_in_allowed(user):
+                    self.outcome = PasswordOutcome.IDP_ONLY
+                else:
+                    self.outcome = PasswordOutcome.ACCEPTED
             if self.outcome is PasswordOutcome.ACCEPTED:
                 throttle.login_success_record(username=username)
             else:

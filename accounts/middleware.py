@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.urls import Resolver404, resolve, reverse
+from django_htmx.http import reswap, retarget
 
 from accounts.forms import OTPTokenForm
 from accounts.models import UserSession
@@ -24,16 +25,34 @@ from audit.services import Kind, Severity, security_event_record
 from inbox.policy import StepUpRequired
 
 # URL names reachable before verification. Login and health also without a session.
-ANONYMOUS_URL_NAMES = frozenset({"accounts:login", "accounts:activate", "health"})
-PRE_VERIFICATION_URL_NAMES = frozenset({"accounts:otp", "accounts:enroll", "accounts:logout"})
+ANONYMOUS_URL_NAMES = frozenset(
+    {
+        "accounts:login",
+        "accounts:activate",
+        "health",
+        # Single sign-on: out to the IdP, back with its code, and its signed logout token.
+        "accounts:sso_start",
+        "accounts:sso_callback",
+        "accounts:sso_backchannel_logout",
+    }
+)
+# The device proof refresh too: the session is bound to its device at the password step.
+PRE_VERIFICATION_URL_NAMES = frozenset(
+    {"accounts:otp", "accounts:enroll", "accounts:logout", "accounts:device_refresh"}
+)
 # Paths that prove their caller by other means than a session (signed tokens,
 # signatures); each view behind them checks that proof itself.
-SELF_AUTHENTICATING_PREFIXES: tuple[str, ...] = ("/hooks/", "/livechat/")
+SELF_AUTHENTICATING_PREFIXES: tuple[str, ...] = ("/hooks/", "/livechat/", "/api/scim/", "/metrics")
 API_PREFIX = "/api/"
 # Reasons this middleware decides, so it records them; the others were recorded by whoever
 # ended the session (a supervisor, "sign out everywhere", a lock).
 ENDED_BY_THIS_CHECK = frozenset(
-    {UserSession.EndReason.IDLE, UserSession.EndReason.ABSOLUTE, UserSession.EndReason.DEVICE_CHANGED}
+    {
+        UserSession.EndReason.IDLE,
+        UserSession.EndReason.ABSOLUTE,
+        UserSession.EndReason.DEVICE_CHANGED,
+        UserSession.EndReason.IDP_REAUTHENTICATE,
+    }
 )
 
 
@@ -135,7 +154,7 @@ class StepUpMiddleware:
             return None
         if request.path_info.startswith(API_PREFIX):
             return JsonResponse(exception.body(), status=403)
-        return step_up_page(
+        page = step_up_page(
             request,
             message=str(exception),
             target=request.get_full_path(),
@@ -143,3 +162,9 @@ class StepUpMiddleware:
             form=OTPTokenForm(),
             status=403,
         )
+        if getattr(request, "htmx", False):
+            # An in-place workspace action: the question takes the whole page (not one
+            # pane), and its form is a plain post that continues the action after the code.
+            retarget(page, "body")
+            reswap(page, "innerHTML")
+        return page

@@ -6,7 +6,7 @@ from django.db import models
 from django.utils import timezone
 
 
-class User(AbstractUser):
+class User(AbstractUser):  # type: ignore[django-manager-missing]  # django-otp's Device (untyped) subclassed in accounts.sso
     """A person (or an integration's service account) who signs in to Portcullis."""
 
     # Consecutive failed second-factor attempts across all devices; throttling slows
@@ -39,6 +39,11 @@ class UserSession(models.Model):
         LOCKED = "locked", "Account locked"
         REVOKED = "revoked", "Revoked by a supervisor"
         FACTOR_CHANGED = "factor_changed", "Second factor changed"
+        DEVICE_REVOKED = "device_revoked", "Device revoked"
+        DEVICE_UNBOUND = "device_unbound", "Not bound to a device"
+        IDP_LOGOUT = "idp_logout", "Signed out at the identity provider"
+        IDP_REAUTHENTICATE = "idp_reauthenticate", "Identity provider sign-in too old"
+        DEPROVISIONED = "deprovisioned", "Deprovisioned by the identity provider"
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sessions")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -48,6 +53,10 @@ class UserSession(models.Model):
     # The session is bound to the browser that opened it: a stolen cookie replayed from
     # another user agent ends the session.
     user_agent_hash = models.CharField(max_length=64)
+    # The device whose key this session is bound to (accounts.devices); revoking it ends us.
+    device = models.ForeignKey(
+        "accounts.BrowserDevice", null=True, blank=True, on_delete=models.SET_NULL, related_name="sessions"
+    )
     ended_at = models.DateTimeField(null=True, blank=True)
     end_reason = models.CharField(max_length=32, choices=EndReason.choices, blank=True)
 
@@ -91,6 +100,15 @@ class ApiToken(models.Model):
     expires_at = models.DateTimeField()
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Set: the token provisions this IdP's accounts over SCIM and opens nothing else.
+    scim_provider = models.ForeignKey(
+        "accounts.IdentityProvider",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="scim_tokens",
+        help_text="Only for SCIM provisioning from this identity provider; the inbox API refuses it.",
+    )
 
     def __str__(self) -> str:
         return f"{self.name} ({self.PREFIX}_{self.lookup_id}_…)"
@@ -110,6 +128,7 @@ class ChangeKind(models.TextChoices):
     RESET_FACTOR = "reset_factor", "Reset another person's second factor"
     CHANGE_SUPERVISOR = "change_supervisor", "Change a supervisor's account"
     REACTIVATE = "reactivate", "Reactivate an account"
+    IDP_GROUP_MAPPING = "idp_group_mapping", "Map an identity provider's group to a team or role"
 
 
 class ApprovalRule(models.Model):
@@ -208,3 +227,35 @@ class EnrollmentCode(models.Model):
     @property
     def sets_password(self) -> bool:
         return self.purpose in (self.Purpose.NEW_ACCOUNT, self.Purpose.PASSWORD_RESET)
+
+
+# The device registry and single sign-on live in packages of their own; Django finds their
+# models through here.
+from accounts.devices.models import BrowserDevice  # noqa: E402
+from accounts.sso.models import (  # noqa: E402
+    ExternalIdentity,
+    IdentityProvider,
+    IdentityProviderDevice,
+    IdpGroupMapping,
+    IdpSession,
+    LocalSignInRule,
+    ScimGroup,
+)
+
+__all__ = [
+    "ApiToken",
+    "ApprovalRule",
+    "BrowserDevice",
+    "ChangeKind",
+    "ChangeRequest",
+    "EnrollmentCode",
+    "ExternalIdentity",
+    "IdentityProvider",
+    "IdentityProviderDevice",
+    "IdpGroupMapping",
+    "IdpSession",
+    "LocalSignInRule",
+    "ScimGroup",
+    "User",
+    "UserSession",
+]

@@ -19,6 +19,7 @@ from django_otp.models import Device
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from accounts.devices.services import device_session_bind
 from accounts.live import sockets_recheck
 from accounts.models import User, UserSession
 from audit.services import SESSION_ID_KEY, Kind, Severity, client_ip, security_event_record
@@ -28,6 +29,10 @@ SESSION_LAST_SEEN_KEY = "portcullis_last_seen"
 OTP_VERIFIED_AT_KEY = "portcullis_otp_verified_at"
 # Set in the anonymous session that follows one the server ended: the EndReason's value.
 SESSION_ENDED_REASON_KEY = "portcullis_ended_reason"
+# Unix time after which a session opened by an identity provider must sign in there again.
+IDP_REAUTHENTICATE_AT_KEY = "portcullis_idp_reauthenticate_at"
+# The IdP's assurance for a session it verified: the policy's `authenticator` signal.
+IDP_ASSURANCE_KEY = "portcullis_idp_assurance"
 BACKUP_DEVICE_NAME = "backup codes"
 TOTP_DEVICE_NAME = "authenticator"
 
@@ -63,6 +68,7 @@ def session_start(*, request: HttpRequest, user: User) -> UserSession:
     request.session[SESSION_ID_KEY] = record.pk
     request.session[SESSION_STARTED_KEY] = now
     request.session[SESSION_LAST_SEEN_KEY] = now
+    device_session_bind(request=request, user=user, record=record)
     return record
 
 
@@ -103,7 +109,7 @@ class OTPResult:
     retry_after: datetime | None = None
 
 
-def _mark_verified(request: HttpRequest, device: TOTPDevice | StaticDevice) -> None:
+def session_mark_verified(request: HttpRequest, device: Device) -> None:
     # A fresh session key on privilege change defeats session fixation.
     request.session.cycle_key()
     django_otp.login(request, device)
@@ -156,7 +162,7 @@ def otp_verify(*, request: HttpRequest, user: User, token: str) -> OTPResult:
         if accepted is not None:
             user.otp_failure_count = 0
             user.save(update_fields=["otp_failure_count"])
-            _mark_verified(request, accepted)
+            session_mark_verified(request, accepted)
             if isinstance(accepted, StaticDevice):
                 security_event_record(
                     kind=Kind.BACKUP_CODE_USED,
@@ -236,7 +242,7 @@ def totp_enrollment_confirm(*, request: HttpRequest, user: User, device_id: int,
         device.save(update_fields=["confirmed"])
         user.otp_failure_count = 0
         user.save(update_fields=["otp_failure_count"])
-        _mark_verified(request, device)
+        session_mark_verified(request, device)
         security_event_record(kind=Kind.ENROLLED, request=request, user=user)
         return backup_codes_issue(request=request, user=user)
 
@@ -300,6 +306,9 @@ def session_lifetime_check(
         return UserSession.EndReason.ABSOLUTE
     if now - float(last_seen) > settings.SESSION_IDLE_TIMEOUT.total_seconds():
         return UserSession.EndReason.IDLE
+    reauthenticate_at = session.get(IDP_REAUTHENTICATE_AT_KEY)
+    if reauthenticate_at is not None and now > float(reauthenticate_at):
+        return UserSession.EndReason.IDP_REAUTHENTICATE
     record = (
         UserSession.objects.filter(pk=session_id, user_id=user_id)
         .only("ended_at", "end_reason", "user_agent_hash")

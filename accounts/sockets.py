@@ -15,6 +15,7 @@ from channels.middleware import BaseMiddleware
 from channels.security.websocket import WebsocketDenier
 from django.db import close_old_connections
 
+from accounts.devices.sockets import socket_device_proven
 from accounts.models import User
 from accounts.services import session_lifetime_check, session_otp_device
 
@@ -109,10 +110,17 @@ def socket_is_verified(scope: dict[str, Any]) -> bool:
     return reason is None
 
 
+def socket_may_open(scope: dict[str, Any]) -> bool:
+    # The device proof is checked at connect only: it works once (accounts.devices.sockets).
+    url = f"{scope.get('scheme', 'ws')}://{scope_header(scope, b'host')}{scope['path']}"
+    return socket_is_verified(scope) and socket_device_proven(scope, url=url, address=scope_client_ip(scope))
+
+
 class VerifiedSocketMiddleware(BaseMiddleware):
-    """Refuses (never accepts) a socket whose session is not OTP-verified."""
+    """Refuses (never accepts) a socket whose session is not OTP-verified or whose
+    handshake lacks a fresh proof of the session's device key."""
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        if scope["type"] == "websocket" and not await database_sync_to_async(socket_is_verified)(scope):
+        if scope["type"] == "websocket" and not await database_sync_to_async(socket_may_open)(scope):
             return await WebsocketDenier()(scope, receive, send)
         return await super().__call__(scope, receive, send)

@@ -30,7 +30,15 @@ from django.utils.dateparse import parse_datetime
 
 from accounts import roles, services
 from accounts.live import sockets_recheck
-from accounts.models import ApprovalRule, ChangeKind, ChangeRequest, EnrollmentCode, User, UserSession
+from accounts.models import (
+    ApprovalRule,
+    ChangeKind,
+    ChangeRequest,
+    EnrollmentCode,
+    IdpGroupMapping,
+    User,
+    UserSession,
+)
 from audit.services import Kind, Severity, security_event_record
 from inbox import policy
 from inbox.models import (
@@ -298,6 +306,23 @@ def _reactivate_apply(change: ChangeRequest) -> str | None:
     return None
 
 
+def _idp_group_mapping_check(ctx: AccessContext, request: HttpRequest | None, change: ChangeRequest) -> None:
+    group = _group(change.payload)
+    # Whoever holds the IdP (or a stolen admin session) must not mint administrators by group.
+    if group.name == roles.ADMINISTRATOR:
+        _refuse(ctx, request, "No identity provider group can map to Administrator.", group=group.pk)
+    group_assignable_check(ctx, request, group)
+
+
+def _idp_group_mapping_apply(change: ChangeRequest) -> str | None:
+    mapping = IdpGroupMapping.objects.filter(pk=_id(change.payload, "mapping_id")).first()
+    if mapping is None or mapping.group_id != _id(change.payload, "group_id"):
+        raise SupervisionRefused("That group mapping no longer exists as requested.")
+    mapping.active = True
+    mapping.save(update_fields=["active"])
+    return None
+
+
 @dataclass(frozen=True)
 class ChangeType:
     check: Callable[[AccessContext, HttpRequest | None, ChangeRequest], None]
@@ -314,6 +339,10 @@ CHANGE_TYPES: dict[str, ChangeType] = {
     ChangeKind.RESET_PASSWORD: ChangeType(_no_extra_check, _reset_password_apply),
     ChangeKind.RESET_FACTOR: ChangeType(_no_extra_check, _reset_factor_apply),
     ChangeKind.REACTIVATE: ChangeType(_no_extra_check, _reactivate_apply),
+    # A mapping has no subject: it reaches whoever is in the IdP's group.
+    ChangeKind.IDP_GROUP_MAPPING: ChangeType(
+        _idp_group_mapping_check, _idp_group_mapping_apply, subject_managed=False
+    ),
 }
 
 

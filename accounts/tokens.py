@@ -21,7 +21,7 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from accounts.models import ApiToken, User
+from accounts.models import ApiToken, IdentityProvider, User
 from audit.services import Kind, Severity, security_event_record
 
 # Writing last_used_at on every request would cost a row update per call; to the minute
@@ -119,10 +119,13 @@ def token_issue(
     expires_at: datetime,
     by: User | None = None,
     request: HttpRequest | None = None,
+    scim_provider: IdentityProvider | None = None,
 ) -> IssuedToken:
     owner_check(user)
     expiry_check(expires_at)
-    token = ApiToken(name=name, user=user, can_write=can_write, expires_at=expires_at)
+    token = ApiToken(
+        name=name, user=user, can_write=can_write, expires_at=expires_at, scim_provider=scim_provider
+    )
     plaintext = credential_assign(token)
     with transaction.atomic():
         token.save()

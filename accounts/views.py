@@ -21,6 +21,7 @@ from accounts import services, supervision
 from accounts.forms import ActivateForm, EnrollForm, LoginForm, OTPTokenForm, PasswordOutcome
 from accounts.models import User, UserSession
 from accounts.selectors import is_verified, session_clock, session_list
+from accounts.sso.selectors import sign_in_providers
 from audit.services import Kind, Severity, security_event_record
 
 # Set when an enrollment code was redeemed in this session: the one way to a first authenticator.
@@ -71,6 +72,13 @@ def ended_message(reason: str) -> str | None:
         ),
         UserSession.EndReason.FACTOR_CHANGED: "Your second factor was changed, which ends every session.",
         UserSession.EndReason.LOGOUT: "You are signed out.",
+        UserSession.EndReason.DEVICE_REVOKED: (
+            "This device was revoked, which ends its sessions. Signing in here registers it anew."
+        ),
+        UserSession.EndReason.DEVICE_UNBOUND: "Sessions are now bound to a device key: sign in again here.",
+        UserSession.EndReason.IDP_LOGOUT: "You signed out at your company's sign-in service.",
+        UserSession.EndReason.IDP_REAUTHENTICATE: "Your company asks you to sign in with it again.",
+        UserSession.EndReason.DEPROVISIONED: "Your access was withdrawn by your company's directory.",
     }
     return messages_by_reason.get(reason)
 
@@ -108,6 +116,15 @@ def login_view(request: HttpRequest) -> HttpResponse:
             security_event_record(
                 kind=Kind.LOGIN_LOCKED, request=request, user=form.user, severity=Severity.WARNING
             )
+        elif form.outcome is PasswordOutcome.IDP_ONLY:
+            # As with a lock, only the audit trail learns that the password was right.
+            security_event_record(
+                kind=Kind.LOGIN_FAILED,
+                request=request,
+                user=form.user,
+                severity=Severity.WARNING,
+                detail={"refused": "local_sign_in_off"},
+            )
         elif username:
             security_event_record(
                 kind=Kind.LOGIN_FAILED,
@@ -129,7 +146,12 @@ def login_view(request: HttpRequest) -> HttpResponse:
     response = render(
         request,
         "accounts/login.html",
-        {"form": form, "next": _safe_next(request), "ended_message": ended},
+        {
+            "form": form,
+            "next": _safe_next(request),
+            "ended_message": ended,
+            "identity_providers": sign_in_providers(),
+        },
         status=429 if form.retry_after is not None else 400 if form.errors else 200,
     )
     if form.retry_after is not None:

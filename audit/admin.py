@@ -119,3 +119,7 @@ class AccessEventAdmin(ReadOnlyTrailMixin, admin.ModelAdmin[AccessEvent]):
     @admin.display(description="user", ordering="username")
     def username(self, obj: AccessEvent) -> str:
         return getattr(obj, "username", None) or "—"
+
+
+# The alerts queue and response policies register themselves with the admin here.
+from audit.alerts import admin as alerts_admin  # noqa: E402, F401

@@ -42,6 +42,17 @@ class SecurityEvent(models.Model):
         API_TOKEN_REFUSED = "api_token_refused", "API token refused"
         WEBHOOK_REFUSED = "webhook_refused", "Webhook refused: origin not proven"
         WEBHOOK_UNVERIFIED = "webhook_unverified", "Webhook accepted unverified (monitor mode)"
+        DEVICE_REGISTERED = "device_registered", "New device registered"
+        DEVICE_APPROVED = "device_approved", "Device approved"
+        DEVICE_REVOKED = "device_revoked", "Device revoked"
+        DEVICE_PROOF_REFUSED = "device_proof_refused", "Request without a valid device proof"
+        DEVICE_REFUSED = "device_refused", "Sign-in refused: device not usable"
+        DEVICE_ATTESTED = "device_attested", "Device posture attested"
+        DEVICE_ATTESTATION_REFUSED = "device_attestation_refused", "Device posture attestation refused"
+        ALERT_RAISED = "alert_raised", "Alert raised"
+        ALERT_HANDLED = "alert_handled", "Alert acknowledged, resolved or marked false positive"
+        RESPONSE_TAKEN = "response_taken", "Automated response taken (or, in monitor mode, recorded)"
+        RESPONSE_REVERSED = "response_reversed", "Automated response reversed"
 
     class Severity(models.TextChoices):
         INFO = "info", "Info"
@@ -148,3 +159,27 @@ class ChainLink(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source} #{self.seq} (row {self.row_id})"
+
+
+# Alerts and responses live in their own package; Django finds their models through here.
+from audit.alerts.models import (  # noqa: E402
+    Alert,
+    AlertResponse,
+    AlertSuppression,
+    BlockedAddress,
+    DetectorCursor,
+    ResponsePolicy,
+)
+
+__all__ = [
+    "AccessEvent",
+    "Alert",
+    "AlertResponse",
+    "AlertSuppression",
+    "BlockedAddress",
+    "ChainLink",
+    "DetectorCursor",
+    "ResponsePolicy",
+    "RuleDecision",
+    "SecurityEvent",
+]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +31,10 @@ def _printable(value: str, limit: int) -> str:
     return "".join(ch for ch in value[:limit] if ch.isprintable())
 
 
+# Who hears of each security event once it is written (the sign-in detectors wake up).
+SECURITY_EVENT_HOOKS: list[Callable[[SecurityEvent], None]] = []
+
+
 def security_event_record(
     *,
     kind: SecurityEvent.Kind,
@@ -49,7 +53,7 @@ def security_event_record(
         user_agent = _printable(request.META.get("HTTP_USER_AGENT", ""), 300)
         if user is None and request.user.is_authenticated:
             user = request.user
-    return SecurityEvent.objects.create(
+    event = SecurityEvent.objects.create(
         kind=kind,
         severity=severity,
         user=user,
@@ -59,6 +63,9 @@ def security_event_record(
         user_agent=user_agent,
         detail=detail or {},
     )
+    for hook in SECURITY_EVENT_HOOKS:
+        hook(event)
+    return event
 
 
 # Access events (and the rule decisions beside them) are collected per request (or task)
@@ -75,6 +82,15 @@ class _Buffer:
 
 
 _access_buffer: ContextVar[_Buffer | None] = ContextVar("access_buffer", default=None)
+
+# Who scores access events as they are written (the inline detectors, registered when the
+# app is ready): reads and refusals are judged in the request that made them.
+ACCESS_EVENT_SCORERS: list[Callable[[Sequence[AccessEvent]], None]] = []
+
+
+def _scored(events: Sequence[AccessEvent]) -> None:
+    for scorer in ACCESS_EVENT_SCORERS:
+        scorer(events)
 
 
 def access_event_record(
@@ -108,6 +124,8 @@ def access_record_add(record: AccessRecord, *, once_key: Hashable | None = None)
     buffer = _access_buffer.get()
     if buffer is None:
         record.save()
+        if isinstance(record, AccessEvent):
+            _scored([record])
         return
     if once_key is not None:
         if once_key in buffer.once:
@@ -130,5 +148,6 @@ def access_events_batched() -> Iterator[None]:
         decisions = [record for record in records if isinstance(record, RuleDecision)]
         if events:
             AccessEvent.objects.bulk_create(events)
+            _scored(events)
         if decisions:
             RuleDecision.objects.bulk_create(decisions)

@@ -1,10 +1,12 @@
-"""Sealing and checkpointing: thin wrappers over the chain services."""
+"""Sealing, checkpointing, detectors and alert mail: thin wrappers over services."""
 
 from __future__ import annotations
 
 from celery import shared_task
 
+from audit.alerts import notifications
 from audit.chain import services
+from audit.detectors import baselines, runner
 
 
 @shared_task(name="audit.chain_seal", ignore_result=True)
@@ -15,3 +17,18 @@ def chain_seal() -> int:
 @shared_task(name="audit.checkpoint_write", ignore_result=True)
 def checkpoint_write() -> None:
     services.checkpoint_write()
+
+
+@shared_task(name="audit.detectors_run", ignore_result=True)
+def detectors_run() -> int:
+    return runner.detectors_run()
+
+
+@shared_task(name="audit.read_baselines_refresh", ignore_result=True)
+def read_baselines_refresh() -> int:
+    return baselines.read_baselines_refresh()
+
+
+@shared_task(name="audit.alert_email", ignore_result=True)
+def alert_email(alert_id: int, recipient_ids: list[int]) -> int:
+    return notifications.alert_email_send(alert_id=alert_id, recipient_ids=recipient_ids)

@@ -76,6 +76,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: request latency for the metrics endpoint includes every gate below.
+    "config.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -83,10 +85,14 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.htmx: the agent workspace answers its in-place requests with one pane.
+    "django_htmx.middleware.HtmxMiddleware",
     "django_otp.middleware.OTPMiddleware",
     "accounts.middleware.SessionLifetimeMiddleware",
+    "accounts.devices.middleware.DeviceBindingMiddleware",
     "accounts.middleware.VerifiedAccessMiddleware",
     "accounts.middleware.StepUpMiddleware",
+    "audit.middleware.AlertResponseMiddleware",
     "audit.middleware.AccessEventMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -110,6 +116,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "csp.context_processors.nonce",
                 "accounts.context_processors.session_warning",
+                "accounts.devices.context_processors.device_binding",
             ],
         },
     },
@@ -209,6 +216,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(os.environ.get("AUDIT_SEAL_INTERVAL_SECONDS", "5")),
     },
     "audit-checkpoint": {"task": "audit.checkpoint_write", "schedule": 60.0},
+    # Export files whose link expired unread are deleted (a read one is deleted at once).
+    "exports-purge": {"task": "inbox.exports_purge", "schedule": 300.0},
+    # Sign-in detectors read new security events (also woken at once by sign-in events);
+    # the read baselines the inline detector compares with are refreshed hourly.
+    "audit-detectors": {"task": "audit.detectors_run", "schedule": 10.0},
+    "audit-read-baselines": {"task": "audit.read_baselines_refresh", "schedule": 3600.0},
 }
 
 # --- Authentication ---------------------------------------------------------------------
@@ -247,6 +260,34 @@ OTP_LOCKOUT_THRESHOLD = int(os.environ.get("OTP_LOCKOUT_THRESHOLD", "10"))
 OTP_ENROLLMENT_TTL = timedelta(minutes=15)
 # Changing a second factor or other sensitive actions need a code this fresh.
 STEP_UP_MAX_AGE = timedelta(minutes=5)
+
+# Devices (accounts.devices, docs/devices.md). DEVICE_BINDING: "enforce" refuses a request of
+# a signed-in session that its device key did not sign (state changes) or lately renew
+# (reads); "monitor" only records it; "off" skips the check (the test suite's default).
+DEVICE_BINDING = os.environ.get("DEVICE_BINDING", "enforce")
+if DEVICE_BINDING not in {"off", "monitor", "enforce"}:
+    raise ImproperlyConfigured("DEVICE_BINDING must be off, monitor or enforce.")
+# A browser without WebCrypto or IndexedDB: "refuse" its sign-in, or give it a device cookie
+# with trust "low" (a thief copies that cookie with the session) that rules can act on.
+DEVICE_WEAK_FALLBACK = os.environ.get("DEVICE_WEAK_FALLBACK", "refuse")
+if DEVICE_WEAK_FALLBACK not in {"refuse", "cookie"}:
+    raise ImproperlyConfigured("DEVICE_WEAK_FALLBACK must be refuse or cookie.")
+# A stolen session cookie reads at most this long: the bound cookie only a signature of the
+# device key renews (the page's script renews it at half this).
+DEVICE_REFRESH_SECONDS = int(os.environ.get("DEVICE_REFRESH_SECONDS", "120"))
+# Server nonces bound how old a proof can be; a proof's own time (iat) may be this far off,
+# which tolerates a badly set clock without letting a proof live longer than its nonce.
+DEVICE_NONCE_MAX_AGE_SECONDS = int(os.environ.get("DEVICE_NONCE_MAX_AGE_SECONDS", "600"))
+DEVICE_PROOF_MAX_AGE_SECONDS = 300
+# Every new device waits for a supervisor's approval before the inbox opens on it.
+DEVICE_APPROVAL_REQUIRED = env_bool("DEVICE_APPROVAL_REQUIRED", False)
+# Signed posture attestations (POST /api/v1/devices/attest) from the company's MDM/EDR: the
+# JWT's issuer and audience, its public key (PEM; ES256, RS256 or EdDSA), and how old its
+# iat may be. No issuer: attestations are refused.
+DEVICE_ATTESTATION_ISSUER = os.environ.get("DEVICE_ATTESTATION_ISSUER", "")
+DEVICE_ATTESTATION_PUBLIC_KEY = os.environ.get("DEVICE_ATTESTATION_PUBLIC_KEY", "")
+DEVICE_ATTESTATION_AUDIENCE = os.environ.get("DEVICE_ATTESTATION_AUDIENCE", "portcullis")
+DEVICE_ATTESTATION_MAX_AGE_SECONDS = int(os.environ.get("DEVICE_ATTESTATION_MAX_AGE_SECONDS", "300"))
 
 # Supervision: a grant without an expiry or longer than this needs a second supervisor;
 # an unapproved change request lapses; an enrollment code is handed over out of band.
@@ -384,6 +425,13 @@ LIVECHAT_VISITOR_MESSAGES_PER_WINDOW = int(os.environ.get("LIVECHAT_VISITOR_MESS
 # Offices and mobile carriers put many visitors behind one address: generous, but bounded.
 LIVECHAT_IP_MESSAGES_PER_WINDOW = int(os.environ.get("LIVECHAT_IP_MESSAGES_PER_WINDOW", "100"))
 LIVECHAT_IP_CONNECTS_PER_WINDOW = int(os.environ.get("LIVECHAT_IP_CONNECTS_PER_WINDOW", "50"))
+# Visitors' messages one server process stores at once; past it a message is answered
+# "busy" and the widget sends it again after LIVECHAT_BUSY_RETRY_MS (doubling) instead of
+# queueing without bound (docs/capacity.md).
+LIVECHAT_STORES_IN_FLIGHT = int(os.environ.get("LIVECHAT_STORES_IN_FLIGHT", "64"))
+LIVECHAT_BUSY_RETRY_MS = 500
+# /metrics (Prometheus) answers only `Authorization: Bearer <METRICS_TOKEN>`; unset, a 404.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 LIVECHAT_MAX_UPLOAD_BYTES = int(os.environ.get("LIVECHAT_MAX_UPLOAD_BYTES", str(5 * 1024 * 1024)))
 # Judged by the bytes, never by the name or the declared type.
 LIVECHAT_UPLOAD_TYPES = frozenset(
@@ -395,6 +443,26 @@ LIVECHAT_UPLOAD_TYPES = frozenset(
 LIVE_ACCESS_RECHECK_SECONDS = float(os.environ.get("LIVE_ACCESS_RECHECK_SECONDS", "30"))
 # An agent's presence lapses this long after their page's last heartbeat.
 AGENT_PRESENCE_TTL_SECONDS = 60
+
+# Governed exports (inbox.exports, docs/exports.md). Files are written outside MEDIA_ROOT,
+# never served by the web server: only the one-time download link reads them. In production
+# this is a volume the workers and the web servers share.
+EXPORTS_ROOT = Path(os.environ.get("EXPORTS_ROOT", str(BASE_DIR / "var" / "exports")))
+# What one user may export in any 24 hours: files, and rows over all of them.
+EXPORT_DAILY_MAX_FILES = int(os.environ.get("EXPORT_DAILY_MAX_FILES", "5"))
+EXPORT_DAILY_MAX_ROWS = int(os.environ.get("EXPORT_DAILY_MAX_ROWS", "200000"))
+# How long a finished export's download link lives; the file is deleted once read.
+EXPORT_LINK_TTL = timedelta(minutes=int(os.environ.get("EXPORT_LINK_TTL_MINUTES", "15")))
+
+# Break-glass (inbox.breakglass, docs/breakglass.md): the longest time-boxed grant an
+# agent may ask for, and whether an emergency request is granted at once (with an alarm)
+# instead of waiting for a supervisor.
+BREAKGLASS_MAX_MINUTES = int(os.environ.get("BREAKGLASS_MAX_MINUTES", "240"))
+BREAKGLASS_EMERGENCY_ALLOWED = os.environ.get("BREAKGLASS_EMERGENCY_ALLOWED", "0") == "1"
+
+# PII masking (inbox.dlp.masking): whether revealing one masked item to a role without
+# "view PII" needs a fresh second factor.
+PII_REVEAL_STEP_UP = os.environ.get("PII_REVEAL_STEP_UP", "1") == "1"
 
 # Outbound DLP (inbox.dlp; rules are data in the admin, these describe the company).
 # The region phone numbers without a country code are read in (ISO 3166 alpha-2).
@@ -527,6 +595,7 @@ AUDITLOG_INCLUDE_TRACKING_MODELS = (
     {"model": "inbox.ConversationGroupObjectPermission"},
     {"model": "inbox.TeamUserObjectPermission"},
     {"model": "inbox.TeamGroupObjectPermission"},
+    {"model": "audit.ResponsePolicy"},
 )
 AUDITLOG_STORE_JSON_CHANGES = True
 
@@ -547,3 +616,34 @@ AUDIT_CHECKPOINT_FILE = Path(
 # How long the sealer waits on a gap in an audit table's ids before taking it for a
 # rolled-back insert; longer than any transaction that writes audit rows.
 AUDIT_SEAL_GRACE_SECONDS = int(os.environ.get("AUDIT_SEAL_GRACE_SECONDS", "60"))
+
+# --- Continuous verification (audit.detectors, audit.alerts) ---------------------------
+
+# Bulk reads, judged inline per minute: above the user's own busiest minute of the last
+# MONITOR_BASELINE_DAYS times the factor (never below the floor) is unusual for them;
+# above the ceiling is too much for anyone.
+MONITOR_BULK_READ_FLOOR = int(os.environ.get("MONITOR_BULK_READ_FLOOR", "30"))
+MONITOR_BULK_READ_FACTOR = float(os.environ.get("MONITOR_BULK_READ_FACTOR", "3"))
+MONITOR_BULK_READ_CEILING = int(os.environ.get("MONITOR_BULK_READ_CEILING", "100"))
+# Refused accesses per minute that look like probing ids outside the segment.
+MONITOR_DENIED_BURST = int(os.environ.get("MONITOR_DENIED_BURST", "15"))
+# Rows (list entries and single objects) one API token may be shown per minute.
+MONITOR_TOKEN_ROWS_PER_MINUTE = int(os.environ.get("MONITOR_TOKEN_ROWS_PER_MINUTE", "5000"))
+MONITOR_BASELINE_DAYS = 14
+# Sign-in hour: no judgement before this much history (Entra's learning period).
+MONITOR_LEARNING_DAYS = 14
+MONITOR_LEARNING_SIGN_INS = 10
+# Hours of the day are read in this zone (the sign-in heatmap too).
+MONITOR_TIME_ZONE = os.environ.get("MONITOR_TIME_ZONE", "UTC")
+MONITOR_OTP_GUESSES = 5  # refused codes for one account within the window
+MONITOR_SPRAY_USERNAMES = 10  # distinct names refused from one address within the window
+MONITOR_WINDOW = timedelta(minutes=10)
+# An open alert of the same pattern for the same user is not raised again this soon.
+MONITOR_DEDUPE = timedelta(minutes=30)
+# "False positive" silences the same pattern for that user this long.
+MONITOR_FALSE_POSITIVE_SUPPRESSION = timedelta(days=int(os.environ.get("MONITOR_FALSE_POSITIVE_DAYS", "14")))
+# How long a "step-up on next request", an address block and an export freeze last
+# unless reversed.
+MONITOR_STEP_UP_TTL = timedelta(hours=12)
+MONITOR_BLOCK_TTL = timedelta(hours=int(os.environ.get("MONITOR_BLOCK_HOURS", "24")))
+MONITOR_EXPORT_FREEZE_TTL = timedelta(hours=int(os.environ.get("MONITOR_EXPORT_FREEZE_HOURS", "24")))

@@ -74,6 +74,10 @@ def bind_request(form: type[Any], request: HttpRequest) -> type[Any]:
     return type(form.__name__, (form,), {"request": request})
 
 
+def _usernames(users: QuerySet[User]) -> str:
+    return format_html_join(", ", "{}", ((user.get_username(),) for user in users)) or "Nobody"
+
+
 def administrator_only(request: HttpRequest) -> bool:
     return isinstance(request.user, User) and policy.is_administrator(request.user)
 
@@ -313,8 +317,7 @@ class InboxAdmin(GrantingAdminMixin, admin.ModelAdmin[Inbox]):
     def who_can_see(self, obj: Inbox) -> str:
         if obj.pk is None:
             return "—"
-        users = policy.users_with_inbox_grant(obj, Action.VIEW)
-        return format_html_join(", ", "{}", ((u.get_username(),) for u in users)) or "Nobody"
+        return _usernames(policy.users_with_inbox_grant(obj, Action.VIEW))
 
 
 class TeamForm(forms.ModelForm[Team]):
@@ -437,6 +440,7 @@ class ConversationAdmin(GrantingAdminMixin, admin.ModelAdmin[Conversation]):
         "team",
         "labels",
         "last_activity_at",
+        "who_can_see",
         "who_accessed",
     )
     readonly_fields = (
@@ -446,6 +450,7 @@ class ConversationAdmin(GrantingAdminMixin, admin.ModelAdmin[Conversation]):
         "status",
         "assignee",
         "last_activity_at",
+        "who_can_see",
         "who_accessed",
     )
     inlines = (ConversationUserGrantInline, ConversationTeamGrantInline)
@@ -475,6 +480,10 @@ class ConversationAdmin(GrantingAdminMixin, admin.ModelAdmin[Conversation]):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # conversations come from channels
+
+    @admin.display(description="Who can see it now")
+    def who_can_see(self, obj: Conversation) -> str:
+        return _usernames(policy.users_seeing(Conversation.objects.filter(pk=obj.pk)))
 
     @admin.display(description="Who accessed this conversation")
     def who_accessed(self, obj: Conversation) -> str:
@@ -530,9 +539,15 @@ class ContactAdmin(admin.ModelAdmin[Contact]):
     search_fields = ("name", "identities__handle")
     inlines = (ContactIdentityInline,)
     raw_id_fields = ("merged_into",)
+    readonly_fields = ("who_can_see",)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Contact]:
         return policy.visible_contacts(_ctx(request))
+
+    @admin.display(description="Who can see it now")
+    def who_can_see(self, obj: Contact) -> str:
+        # Through any of the contact's conversations, as the policy opens contacts.
+        return _usernames(policy.users_seeing(Conversation.objects.filter(contact=obj)))
 
 
 class GrantAdmin(admin.ModelAdmin[Any]):
@@ -952,3 +967,9 @@ class DlpFindingAdmin(InboxScopedAdminMixin, admin.ModelAdmin[DlpFinding]):
 
     def has_delete_permission(self, request: HttpRequest, obj: DlpFinding | None = None) -> bool:
         return False
+
+
+# The exports and break-glass packages keep their own admins; importing them here
+# registers them with the site.
+from inbox.breakglass import admin as breakglass_admin  # noqa: E402, F401
+from inbox.exports import admin as exports_admin  # noqa: E402, F401

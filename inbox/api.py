@@ -7,6 +7,7 @@ No view loosens the default permission (a verified session or a usable API token
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 from django.http import HttpRequest
@@ -20,6 +21,7 @@ from rest_framework.views import APIView
 
 from accounts.models import User
 from inbox import dlp, policy, selectors, services
+from inbox.dlp.masking import mask_handle, mask_name, mask_text
 from inbox.models import (
     Attachment,
     Contact,
@@ -44,6 +46,31 @@ def _context(request: Request) -> AccessContext:
 
 
 # --- Serializers (output) ---------------------------------------------------------------
+
+
+def _masking(request: Request) -> dict[str, Any]:
+    """The serializer context that lets `PiiMasked` ask the policy about this caller."""
+    return {"request": request}
+
+
+class PiiMasked:
+    """Output fields masked for a caller without "view PII" (`policy.pii_visible`), asked
+    once per request: names to initials, handles cut, personal data in texts masked."""
+
+    masked: dict[str, Callable[[str], str]] = {}
+
+    def to_representation(self, instance: Any) -> Any:
+        data = super().to_representation(instance)  # type: ignore[misc]  # a Serializer mixin
+        request = self.context.get("request")  # type: ignore[attr-defined]  # a Serializer mixin
+        if request is None:
+            return data
+        if (hidden := getattr(request, "pii_masked", None)) is None:
+            hidden = request.pii_masked = not policy.pii_visible(_context(request))
+        if hidden:
+            for name, mask in self.masked.items():
+                if data.get(name):
+                    data[name] = mask(data[name])
+        return data
 
 
 class ErrorSerializer(serializers.Serializer[Any]):
@@ -80,7 +107,9 @@ class UserSummarySerializer(serializers.ModelSerializer[User]):
         read_only_fields = fields
 
 
-class ContactSummarySerializer(serializers.ModelSerializer[Contact]):
+class ContactSummarySerializer(PiiMasked, serializers.ModelSerializer[Contact]):
+    masked = {"name": mask_name}
+
     class Meta:
         model = Contact
         fields = ["id", "name"]
@@ -94,7 +123,8 @@ class LabelSerializer(serializers.ModelSerializer[Label]):
         read_only_fields = fields
 
 
-class ConversationSerializer(serializers.ModelSerializer[Conversation]):
+class ConversationSerializer(PiiMasked, serializers.ModelSerializer[Conversation]):
+    masked = {"subject": mask_text}
     inbox = InboxSerializer(read_only=True)
     contact = ContactSummarySerializer(read_only=True)
     assignee = UserSummarySerializer(read_only=True, allow_null=True)
@@ -121,6 +151,7 @@ class ConversationSerializer(serializers.ModelSerializer[Conversation]):
 
 
 class ConversationListItemSerializer(ConversationSerializer):
+    masked = {"subject": mask_text, "last_message_text": mask_text}
     last_message_text = serializers.CharField(read_only=True, allow_null=True)
 
     class Meta(ConversationSerializer.Meta):
@@ -144,7 +175,8 @@ class AttachmentSerializer(serializers.ModelSerializer[Attachment]):
         read_only_fields = fields
 
 
-class MessageSerializer(serializers.ModelSerializer[Message]):
+class MessageSerializer(PiiMasked, serializers.ModelSerializer[Message]):
+    masked = {"text": mask_text, "html": mask_text, "sender_name": mask_name}
     sender_user = UserSummarySerializer(read_only=True, allow_null=True)
     attachments = AttachmentSerializer(many=True, read_only=True)
 
@@ -181,7 +213,9 @@ class NoteListSerializer(serializers.Serializer[Any]):
     results = NoteSerializer(many=True)
 
 
-class ContactIdentitySerializer(serializers.ModelSerializer[ContactIdentity]):
+class ContactIdentitySerializer(PiiMasked, serializers.ModelSerializer[ContactIdentity]):
+    masked = {"handle": mask_handle}
+
     class Meta:
         model = ContactIdentity
         fields = ["channel_kind", "handle"]
@@ -195,7 +229,8 @@ class InvoiceSerializer(serializers.ModelSerializer[Invoice]):
         read_only_fields = fields
 
 
-class ContactSerializer(serializers.ModelSerializer[Contact]):
+class ContactSerializer(PiiMasked, serializers.ModelSerializer[Contact]):
+    masked = {"name": mask_name}
     identities = ContactIdentitySerializer(many=True, read_only=True)
 
     class Meta:
@@ -301,6 +336,7 @@ def _id_parameter(name: str) -> OpenApiParameter:
 
 CONVERSATION_ID = _id_parameter("conversation_id")
 CONTACT_ID = _id_parameter("contact_id")
+MESSAGE_ID = _id_parameter("message_id")
 
 
 # --- Views ------------------------------------------------------------------------------
@@ -331,7 +367,11 @@ class ConversationListView(APIView):
         next_url = None
         if page.next_cursor is not None:
             next_url = replace_query_param(request.build_absolute_uri(), "cursor", page.next_cursor)
-        return Response(ConversationPageSerializer({"results": page.rows, "next": next_url}).data)
+        return Response(
+            ConversationPageSerializer(
+                {"results": page.rows, "next": next_url}, context=_masking(request)
+            ).data
+        )
 
 
 class ConversationDetailView(APIView):
@@ -342,7 +382,7 @@ class ConversationDetailView(APIView):
     )
     def get(self, request: Request, conversation_id: int) -> Response:
         conversation = policy.access_conversation(_context(request), conversation_id)
-        return Response(ConversationSerializer(conversation).data)
+        return Response(ConversationSerializer(conversation, context=_masking(request)).data)
 
 
 def _thread_items(request: Request, conversation_id: int, kind: str) -> list[Any]:
@@ -374,7 +414,7 @@ class ConversationMessagesView(APIView):
     )
     def get(self, request: Request, conversation_id: int) -> Response:
         messages = _thread_items(request, conversation_id, "message")
-        return Response(MessageListSerializer({"results": messages}).data)
+        return Response(MessageListSerializer({"results": messages}, context=_masking(request)).data)
 
     @extend_schema(
         operation_id="conversations_messages_create",
@@ -423,11 +463,43 @@ class ContactDetailView(APIView):
     def get(self, request: Request, contact_id: int) -> Response:
         ctx = _context(request)
         contact = policy.access_contact(ctx, contact_id)
-        body = ContactSerializer(contact).data
+        body = ContactSerializer(contact, context=_masking(request)).data
         invoices = selectors.contact_invoices(ctx=ctx, contact_id=contact.pk)
         if invoices is not None:
             body["invoices"] = InvoiceSerializer(invoices, many=True).data
         return Response(body)
+
+
+class MessageRevealView(APIView):
+    @extend_schema(
+        operation_id="conversations_messages_reveal",
+        parameters=[CONVERSATION_ID, MESSAGE_ID],
+        request=None,
+        responses={200: MessageSerializer, **ERRORS},
+        description="The message unmasked, for a caller without “view PII”: recorded, and it may "
+        "need a fresh second factor (403 `step_up_required`).",
+    )
+    def post(self, request: Request, conversation_id: int, message_id: int) -> Response:
+        ctx = _context(request)
+        conversation = policy.access_conversation(ctx, conversation_id)
+        message = dlp.thread_message_for_reveal(ctx=ctx, conversation=conversation, message_id=message_id)
+        return Response(MessageSerializer(message).data)
+
+
+class ContactRevealView(APIView):
+    @extend_schema(
+        operation_id="contacts_reveal",
+        parameters=[CONTACT_ID],
+        request=None,
+        responses={200: ContactSerializer, **ERRORS},
+        description="The contact unmasked, for a caller without “view PII”: recorded, and it may "
+        "need a fresh second factor (403 `step_up_required`).",
+    )
+    def post(self, request: Request, contact_id: int) -> Response:
+        ctx = _context(request)
+        contact = policy.access_contact(ctx, contact_id)
+        dlp.pii_reveal(ctx=ctx, obj=contact)
+        return Response(ContactSerializer(contact).data)
 
 
 @extend_schema(exclude=True)

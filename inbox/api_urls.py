@@ -22,7 +22,13 @@ urlpatterns = [
         api.ConversationNotesView.as_view(),
         name="conversation-notes",
     ),
+    path(
+        "conversations/<int:conversation_id>/messages/<int:message_id>/reveal/",
+        api.MessageRevealView.as_view(),
+        name="message-reveal",
+    ),
     path("contacts/<int:contact_id>/", api.ContactDetailView.as_view(), name="contact-detail"),
+    path("contacts/<int:contact_id>/reveal/", api.ContactRevealView.as_view(), name="contact-reveal"),
     # Any other path, a non-numeric id among them, falls through to config.urls' /api/
     # catch-all: a JSON 404.
 ]

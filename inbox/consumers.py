@@ -44,7 +44,8 @@ from accounts.sockets import (
 )
 from audit.services import SESSION_ID_KEY, access_events_batched
 from inbox import policy, presence, services
-from inbox.events import inbox_group
+from inbox.event_types import InboxLayerMessage
+from inbox.events import CatchUp, inbox_group, layer_send, sequences_now
 from inbox.models import ChannelKind, Conversation
 from inbox.policy import AccessContext, Action, LiveScope
 
@@ -199,6 +200,7 @@ class AgentConsumer(PooledDatabaseConsumer):
         self.lock = asyncio.Lock()
         self.timer: asyncio.TimerHandle | None = None
         self.pending: set[asyncio.Task[None]] = set()
+        self.catch_up = CatchUp(self._resync)
         self.budget = FrameBudget(burst=FRAME_BURST, per_second=FRAMES_PER_SECOND)
         # Same origin only: a page on a sibling host or another port of this host is
         # same-site, so the browser would send the session cookie along.
@@ -224,6 +226,7 @@ class AgentConsumer(PooledDatabaseConsumer):
             self.timer.cancel()
         if not hasattr(self, "user_id"):  # refused on connect: nothing was joined
             return
+        self.catch_up.cancel()
         for group in {*self.joined, user_group(self.user_id), EVERY_SOCKET_GROUP}:
             await self.channel_layer.group_discard(group, self.channel_name)
         self.joined = frozenset()
@@ -243,10 +246,14 @@ class AgentConsumer(PooledDatabaseConsumer):
             inbox_group(inbox_id)
             for inbox_id in {*state.live.inbox_ids, *state.live.conversation_inboxes.values()}
         )
-        for group in wanted - self.joined:
+        added = wanted - self.joined
+        # Read before joining: an event sent in between then shows as a gap.
+        self.catch_up.watch.start(await sequences_now(sorted(added)))
+        for group in added:
             await self.channel_layer.group_add(group, self.channel_name)
         for group in self.joined - wanted:
             await self.channel_layer.group_discard(group, self.channel_name)
+        self.catch_up.watch.stop(self.joined - wanted)
         self.joined = wanted
         if previous is not None and (
             previous.inbox_ids != state.live.inbox_ids
@@ -277,12 +284,14 @@ class AgentConsumer(PooledDatabaseConsumer):
                 await self._end()
             else:
                 await self._apply(state)
+                await self.catch_up.verify(sorted(self.joined))
 
     async def _end(self) -> None:
         """The session or account is no longer valid: stop everything, then close."""
         self.live = None
         if self.timer is not None:
             self.timer.cancel()
+        self.catch_up.cancel()
         for group in {*self.joined, user_group(self.user_id), EVERY_SOCKET_GROUP}:
             await self.channel_layer.group_discard(group, self.channel_name)
         self.joined = frozenset()
@@ -293,13 +302,27 @@ class AgentConsumer(PooledDatabaseConsumer):
     async def access_recheck(self, event: dict[str, Any]) -> None:
         await self._recheck()
 
+    async def _resync(self) -> None:
+        """An event of a followed inbox was lost: the page reloads what it shows."""
+        if self.live is not None:
+            await self._send({"type": "resync"})
+
     # --- Events out ----------------------------------------------------------------------
 
     async def inbox_event(self, event: dict[str, Any]) -> None:
+        inbox_id = event.get("inbox_id")
+        if self.live is not None and isinstance(inbox_id, int) and "seq" in event:
+            # Counted before the filter: an event this agent may not see is no gap.
+            await self.catch_up.seen(inbox_group(inbox_id), event["seq"])
         live = self.live
-        if live is None or not live.allows(event.get("inbox_id"), event.get("conversation_id")):
+        if live is None or not live.allows(inbox_id, event.get("conversation_id")):
             return
         await self._send({**{k: v for k, v in event.items() if k != "type"}, "type": "event"})
+
+    async def security_alert(self, event: dict[str, Any]) -> None:
+        # Sent only to the user groups of supervisors who manage the alert's subject.
+        if self.live is not None:
+            await self._send({**event, "type": "security.alert"})
 
     # --- Frames in -----------------------------------------------------------------------
 
@@ -331,9 +354,8 @@ class AgentConsumer(PooledDatabaseConsumer):
         try:
             if kind == "typing":
                 event = await socket_db(typing_frame)(access.ctx, content)
-                await self.channel_layer.group_send(
-                    inbox_group(event["inbox_id"]), {"type": "inbox.event", **event}
-                )
+                typing: InboxLayerMessage = {"type": "inbox.event", **event}
+                await layer_send(inbox_group(event["inbox_id"]), typing)
             elif kind == "read":
                 await socket_db(read_frame)(access.ctx, content)
             elif kind == "presence":
@@ -350,7 +372,7 @@ class AgentConsumer(PooledDatabaseConsumer):
     async def _presence_announce(self, user: User, status: presence.Presence) -> None:
         assert self.live is not None  # noqa: S101  # checked by the caller
         for inbox_id in self.live.inbox_ids:
-            await self.channel_layer.group_send(
+            await layer_send(
                 inbox_group(inbox_id),
                 {
                     "type": "inbox.event",

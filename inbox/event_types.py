@@ -132,8 +132,18 @@ class AccessRecheck(TypedDict):
     type: Literal["access.recheck"]
 
 
+class SecurityAlert(TypedDict):
+    """To the sockets of the supervisors who manage the alert's user (audit.alerts)."""
+
+    type: Literal["security.alert"]
+    alert_id: int
+    kind: str
+    severity: str
+    summary: str
+
+
 # An inbox event on the layer: {"type": "inbox.event", "event": <name>, "inbox_id": ...} and
 # the payload's keys beside them (a TypedDict cannot spread a union, hence the mapping).
 InboxLayerMessage = dict[str, Any]
 
-LayerMessage = LiveChatFrame | AccessRecheck | InboxLayerMessage
+LayerMessage = LiveChatFrame | AccessRecheck | SecurityAlert | InboxLayerMessage

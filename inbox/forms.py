@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
 from django import forms
 from django.forms.boundfield import BoundField
 from django.http import QueryDict
+from django.utils import timezone
 
 from inbox import dlp, policy
 from inbox.models import Conversation, Inbox, Label
@@ -106,7 +110,70 @@ class StatusForm(forms.Form):
     )
 
 
+@dataclass(frozen=True)
+class SnoozePreset:
+    label: str
+    until: datetime
+
+
+def snooze_presets(now: datetime | None = None) -> list[SnoozePreset]:
+    """Later today, tomorrow morning and next Monday morning, in UTC like the form's field
+    (the agent's own time zone is not known to the server)."""
+    now = (now or timezone.now()).astimezone(UTC)
+    morning = now.replace(hour=9, minute=0, second=0, microsecond=0)
+    return [
+        SnoozePreset("Later today", now.replace(second=0, microsecond=0) + timedelta(hours=3)),
+        SnoozePreset("Tomorrow", morning + timedelta(days=1)),
+        SnoozePreset("Next week", morning + timedelta(days=7 - now.weekday())),
+    ]
+
+
 class LabelsForm(forms.Form):
     labels = forms.ModelMultipleChoiceField(
         queryset=Label.objects.all(), required=False, widget=forms.CheckboxSelectMultiple
     )
+
+
+MAX_BULK = 100
+# Snoozing needs a time per conversation: it is done one at a time.
+BULK_STATUS_CHOICES = [("", "Status…"), *[c for c in Conversation.Status.choices if c[0] != "snoozed"]]
+
+
+class ConversationIdsField(forms.Field):
+    """The ticked rows of the list: ids only, each loaded through the policy later."""
+
+    widget = forms.MultipleHiddenInput
+
+    def to_python(self, value: object) -> list[int]:
+        values = value if isinstance(value, list | tuple) else [] if value in (None, "") else [value]
+        try:
+            ids = [int(str(item)) for item in values]
+        except ValueError:
+            raise forms.ValidationError("Choose conversations from the list.") from None
+        if any(not 0 < pk <= MAX_BIGINT for pk in ids):
+            raise forms.ValidationError("Choose conversations from the list.")
+        if len(ids) > MAX_BULK:
+            raise forms.ValidationError(f"Choose at most {MAX_BULK} conversations at once.")
+        return list(dict.fromkeys(ids))
+
+
+class BulkForm(forms.Form):
+    ACTIONS = [
+        ("assign_me", "Assign to me"),
+        ("unassign", "Unassign"),
+        ("status", "Set status"),
+        ("label", "Add label"),
+    ]
+
+    conversation = ConversationIdsField(error_messages={"required": "Tick at least one conversation."})
+    action = forms.ChoiceField(choices=ACTIONS, label="With the ticked")
+    status = forms.ChoiceField(choices=BULK_STATUS_CHOICES, required=False)
+    label = forms.ModelChoiceField(queryset=Label.objects.all(), required=False, empty_label="Label…")
+
+    def clean(self) -> dict[str, object]:
+        data = super().clean() or {}
+        if data.get("action") == "status" and not data.get("status"):
+            self.add_error("status", "Choose the status to set.")
+        if data.get("action") == "label" and not data.get("label"):
+            self.add_error("label", "Choose the label to add.")
+        return data

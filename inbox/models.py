@@ -74,6 +74,10 @@ class Contact(models.Model):
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="merged_from"
     )
 
+    class Meta:
+        # Contacts' names and handles, and personal data in messages, unmasked (inbox.dlp.masking).
+        permissions = [("view_pii", "Can see personal data unmasked")]
+
     def __str__(self) -> str:
         return self.name or f"Contact {self.pk}"
 
@@ -219,6 +223,24 @@ class Note(models.Model):
 
     def __str__(self) -> str:
         return f"Note {self.pk}"
+
+
+class ConversationRead(models.Model):
+    """When one agent last opened a conversation. Anything newer (the conversation's
+    last_activity_at) is unread for that agent: read state is per agent, not per message,
+    so one colleague opening a conversation does not hide it from the others."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="+")
+    read_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "conversation"], name="conversation_read_once_per_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"Read {self.conversation_id} by {self.user_id}"
 
 
 class CannedResponse(models.Model):
@@ -430,6 +452,8 @@ class DlpRule(models.Model):
         FLAG = "flag", "Flag (send and record)"
         JUSTIFY = "justify", "Require a justification"
         BLOCK = "block", "Block"
+        # For customer messages, at ingest: the match is replaced by its masked form.
+        REDACT = "redact", "Redact in customer messages (at ingest)"
 
     class Mode(models.TextChoices):
         OFF = "off", "Off"
@@ -466,6 +490,7 @@ class DlpFinding(models.Model):
         MONITORED = "monitored", "Sent (monitor mode: would have been held)"
         HELD = "held", "Not sent: justification required"
         BLOCKED = "blocked", "Not sent: blocked"
+        REDACTED = "redacted", "Received: redacted at ingest"
 
     inbox = models.ForeignKey(Inbox, on_delete=models.CASCADE, related_name="+")
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="+")
@@ -495,3 +520,8 @@ class DlpFinding(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.masked_excerpt}"
+
+
+# Models kept in their own package, loaded with the app's (they refer to the models above).
+from inbox.breakglass.models import BreakGlassRequest  # noqa: E402, F401
+from inbox.exports.models import ExportFreeze, ExportJob  # noqa: E402, F401

@@ -16,7 +16,16 @@ from django.db import connection
 from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 
 from inbox import policy
-from inbox.models import CannedResponse, Contact, Conversation, Invoice, Message, Note
+from inbox.models import (
+    CannedResponse,
+    Contact,
+    Conversation,
+    ConversationRead,
+    Invoice,
+    Label,
+    Message,
+    Note,
+)
 from inbox.policy import AccessContext
 
 PAGE_SIZE = 50
@@ -110,6 +119,13 @@ def _filtered(
     return conversations
 
 
+def _read_since_last_activity(ctx: AccessContext) -> QuerySet[ConversationRead]:
+    """The caller's read mark on the outer conversation, when nothing happened since."""
+    return ConversationRead.objects.filter(
+        user_id=ctx.user.pk, conversation_id=OuterRef("pk"), read_at__gte=OuterRef("last_activity_at")
+    )
+
+
 def conversation_list(
     *, ctx: AccessContext, filters: ConversationFilters, cursor: str | None = None, limit: int = PAGE_SIZE
 ) -> ConversationPage:
@@ -126,7 +142,10 @@ def conversation_list(
         conversations.select_related("inbox", "contact", "assignee")
         # Rows show their labels: one query for the page, not one per row.
         .prefetch_related("labels")
-        .annotate(last_message_text=Subquery(last_message.values("text")[:1]))
+        .annotate(
+            last_message_text=Subquery(last_message.values("text")[:1]),
+            unread=~Exists(_read_since_last_activity(ctx)),
+        )
         .order_by("-last_activity_at", "-id")[: limit + 1]
     )
     policy.record_listing(ctx, Conversation, min(len(rows), limit))
@@ -138,36 +157,63 @@ def conversation_list(
     return ConversationPage(rows=rows, next_cursor=next_cursor)
 
 
-def conversation_counters(*, ctx: AccessContext, filters: ConversationFilters) -> dict[str, int]:
-    """Mine / unassigned / all for the current filters, in one query.
+def conversation_counters(
+    *, ctx: AccessContext, filters: ConversationFilters, unread: bool = False
+) -> dict[str, int]:
+    """Mine / unassigned / all for the current filters, in one query; with `unread`, also
+    how many of each are unread for the caller (mine_unread, unassigned_unread, all_unread).
 
     The two parts of the caller's scope are counted through UNION ALL rather than one OR:
     each part is then answered from the (inbox, status, assignee) index alone, without
-    visiting the table (an OR forces a bitmap heap scan over every matching row).
+    visiting the table (an OR forces a bitmap heap scan over every matching row). Unread is
+    counted as all minus read: the read part starts from the caller's own read marks, a few
+    rows per agent, instead of probing one per visible conversation.
     """
     scope = policy.conversation_scope(ctx, prune=True, inbox_id=filters.inbox_id)
     parts = [scope.by_inbox] if scope.by_conversation is None else [scope.by_inbox, scope.by_conversation]
-    selects, params = [], [ctx.user.pk]
+    zero = {"mine": 0, "unassigned": 0, "all": 0}
+    if unread:
+        zero |= {"mine_unread": 0, "unassigned_unread": 0, "all_unread": 0}
+    visible: list[str] = []
+    read: list[str] = []
+    visible_params: list[Any] = []
+    read_params: list[Any] = []
     for part in parts:
+        narrowed = _narrowed(Conversation.objects.filter(part), filters)
         try:
-            sql, part_params = (
-                _narrowed(Conversation.objects.filter(part), filters)
-                .values("assignee_id")
-                .query.sql_with_params()
-            )
+            sql, part_params = narrowed.values("assignee_id").query.sql_with_params()
+            if unread:
+                read_sql, read_part_params = (
+                    narrowed.filter(Exists(_read_since_last_activity(ctx)))
+                    .values("assignee_id")
+                    .query.sql_with_params()
+                )
+                read.append(read_sql)
+                read_params.extend(read_part_params)
         except EmptyResultSet:  # a part that can match nothing (no grant, locked user)
             continue
-        selects.append(sql)
-        params.extend(part_params)
-    if not selects:
-        return {"mine": 0, "unassigned": 0, "all": 0}
+        visible.append(sql)
+        visible_params.extend(part_params)
+    if not visible:
+        return zero
     # Composed from ORM-compiled, parameterised SQL: no value is interpolated.
     counts = "COUNT(*) FILTER (WHERE assignee_id = %s), COUNT(*) FILTER (WHERE assignee_id IS NULL), COUNT(*)"
-    sql = f"SELECT {counts} FROM ({' UNION ALL '.join(selects)}) AS visible"  # noqa: S608
+    sql = f"SELECT {counts} FROM ({' UNION ALL '.join(visible)}) AS visible"  # noqa: S608
+    params = [ctx.user.pk, *visible_params]
+    if unread:
+        read_counts = f"SELECT {counts} FROM ({' UNION ALL '.join(read)}) AS seen"  # noqa: S608
+        sql = f"SELECT * FROM ({sql}) AS v CROSS JOIN ({read_counts}) AS r"  # noqa: S608
+        params += [ctx.user.pk, *read_params]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        mine, unassigned, total = cursor.fetchone()
-    return {"mine": mine, "unassigned": unassigned, "all": total}
+        row = cursor.fetchone()
+    counters = dict(zip(("mine", "unassigned", "all"), row[:3], strict=True))
+    if unread:
+        counters |= {
+            f"{key}_unread": total - seen
+            for (key, total), seen in zip(counters.items(), row[3:], strict=True)
+        }
+    return counters
 
 
 @dataclass(frozen=True)
@@ -189,6 +235,27 @@ def conversation_thread(*, conversation: Conversation) -> list[ThreadEntry]:
     entries = [ThreadEntry("message", m.created_at, m) for m in messages]
     entries += [ThreadEntry("note", n.created_at, n) for n in notes]
     return sorted(entries, key=lambda e: (e.created_at, e.kind, e.item.pk))
+
+
+def contact_other_conversations(
+    *, ctx: AccessContext, conversation: Conversation, limit: int = 10
+) -> list[Conversation]:
+    """The contact's other conversations, newest first: only those the caller may see, so
+    the context pane tells an agent nothing about the contact's other segments."""
+    rows = list(
+        policy.visible_conversations(ctx)
+        .filter(contact_id=conversation.contact_id)
+        .exclude(pk=conversation.pk)
+        .select_related("inbox")
+        .order_by("-last_activity_at", "-id")[:limit]
+    )
+    policy.record_listing(ctx, Conversation, len(rows))
+    return rows
+
+
+def labels() -> QuerySet[Label]:
+    """Every label: they are shared vocabulary, not data of any segment."""
+    return Label.objects.all()
 
 
 def canned_responses(*, conversation: Conversation) -> QuerySet[CannedResponse]:

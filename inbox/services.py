@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
+from django.http import Http404
 from django.utils import timezone
 
 from inbox import dlp, events, policy
@@ -18,6 +19,7 @@ from inbox.models import (
     Contact,
     ContactIdentity,
     Conversation,
+    ConversationRead,
     Inbox,
     Label,
     Message,
@@ -208,6 +210,35 @@ def conversation_labels_set(*, ctx: AccessContext, conversation: Conversation, l
         )
 
 
+@dataclass(frozen=True)
+class BulkResult:
+    done: list[Conversation]
+    refused: list[tuple[int, str]]  # (conversation id, why)
+
+
+def conversations_bulk(
+    *, ctx: AccessContext, conversation_ids: Sequence[int], act: Callable[[Conversation], object]
+) -> BulkResult:
+    """One action on many conversations, each loaded and decided by the policy on its own
+    (`act` calls the action's own service): what the caller may not touch is refused and
+    reported, the rest goes through. Each is its own transaction, as if done one by one."""
+    done: list[Conversation] = []
+    refused: list[tuple[int, str]] = []
+    for conversation_id in conversation_ids:
+        try:
+            conversation = policy.access_conversation(ctx, conversation_id)
+            act(conversation)
+        except Http404:
+            refused.append((conversation_id, "Not found, or not yours to see."))
+        except policy.StepUpRequired:
+            raise  # asked once for the whole batch; the post then runs again
+        except (policy.Denied, InvalidRequest) as error:
+            refused.append((conversation_id, str(error)))
+        else:
+            done.append(conversation)
+    return BulkResult(done=done, refused=refused)
+
+
 def conversation_read_mark(*, ctx: AccessContext, conversation: Conversation, up_to_message_id: int) -> int:
     """An agent has seen the contact's messages up to this one; returns how many were new."""
     if not policy.can(ctx, Action.VIEW, conversation):
@@ -230,6 +261,18 @@ def conversation_read_mark(*, ctx: AccessContext, conversation: Conversation, up
                 },
             )
     return count
+
+
+def conversation_seen(*, ctx: AccessContext, conversation: Conversation) -> None:
+    """The agent has the conversation open: it is read for them up to now (one upsert).
+    The caller has loaded the conversation through the policy for viewing, which is what
+    authorises marking it; asking again would cost the page a query for the same answer."""
+    ConversationRead.objects.bulk_create(
+        [ConversationRead(user_id=ctx.user.pk, conversation_id=conversation.pk, read_at=timezone.now())],
+        update_conflicts=True,
+        unique_fields=["user", "conversation"],
+        update_fields=["read_at"],
+    )
 
 
 def attachment_file_store(*, content: bytes, extension: str) -> tuple[str, str]:
@@ -341,6 +384,10 @@ def inbound_message_record(inbound: InboundMessage) -> InboundResult:
 
 
 def _inbound_store(inbound: InboundMessage) -> InboundResult:
+    # Every channel's messages are stored here, so redaction at ingest covers them all.
+    redaction = dlp.inbound_redact(
+        inbox=inbound.inbox, text=inbound.text, html=inbound.html, subject=inbound.subject
+    )
     with transaction.atomic():
         contact = inbound.contact or contact_for_handle(
             channel_kind=inbound.channel_kind, handle=inbound.handle, name=inbound.sender_name
@@ -360,7 +407,7 @@ def _inbound_store(inbound: InboundMessage) -> InboundResult:
         now = timezone.now()
         if conversation is None:
             conversation = Conversation.objects.create(
-                inbox=inbound.inbox, contact=contact, subject=inbound.subject[:300], last_activity_at=now
+                inbox=inbound.inbox, contact=contact, subject=redaction.subject[:300], last_activity_at=now
             )
             created_conversation = True
         else:
@@ -374,11 +421,12 @@ def _inbound_store(inbound: InboundMessage) -> InboundResult:
             inbox=inbound.inbox,
             direction=Message.Direction.INBOUND,
             sender_name=inbound.sender_name[:200],
-            text=inbound.text,
-            html=inbound.html,
+            text=redaction.text,
+            html=redaction.html,
             provider_message_id=inbound.provider_message_id,
             delivery_status=Message.DeliveryStatus.RECEIVED,
         )
+        dlp.inbound_findings_record(redaction, message=message)
         events.publish_after_commit(
             inbox_id=inbound.inbox.pk,
             event="conversation.created" if created_conversation else "message.created",

@@ -1,8 +1,11 @@
-"""The agent pages: the inbox list and one conversation with its actions.
+"""The agent workspace: the inbox list and one conversation with its actions.
 
 Views parse the request, make one call into the policy, a selector or a service, and
 render. Every conversation is loaded through `policy.access_conversation`, so a
 conversation outside the caller's segment is a 404, exactly like a missing one.
+
+Each URL answers the workspace's in-place (htmx) requests with its pane alone and any
+other request with the whole page, so links, reloads and the back button work as pages.
 """
 
 from __future__ import annotations
@@ -13,15 +16,37 @@ from typing import Any
 
 from django import forms as django_forms
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse, QueryDict
+from django.http import FileResponse, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import trigger_client_event
+from django_htmx.middleware import HtmxDetails
 
 from inbox import forms, policy, selectors, services
 from inbox.models import Conversation
 from inbox.policy import AccessContext
+
+
+class HtmxHttpRequest(HttpRequest):
+    """A request as the views see it: HtmxMiddleware has set `htmx`."""
+
+    htmx: HtmxDetails
+
+
+# Shown in the page (image previews) rather than downloaded: raster images only. SVG can
+# carry script, and everything else is offered as a download.
+INLINE_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+
+# The workspace's list pane listens for this event to fetch itself again after an action.
+LIST_CHANGED_EVENT = "inbox:list-changed"
+
+
+def _query_suffix(query: QueryDict) -> str:
+    """The query string to append to another URL: empty when there is none."""
+    encoded = query.urlencode()
+    return f"?{encoded}" if encoded else ""
 
 
 def _with_query(query: QueryDict, **changes: str | None) -> str:
@@ -39,14 +64,22 @@ def _with_query(query: QueryDict, **changes: str | None) -> str:
 # --- The inbox list ---------------------------------------------------------------------
 
 
+def _in_place(request: HtmxHttpRequest) -> bool:
+    """Whether the workspace asked for one pane (else the answer is the whole page). A
+    history restore (the back button after the cache missed) wants the whole page."""
+    return bool(request.htmx) and not request.htmx.history_restore_request
+
+
 @never_cache
 @require_GET
-def inbox_view(request: HttpRequest) -> HttpResponse:
+def inbox_view(request: HtmxHttpRequest) -> HttpResponse:
     ctx = AccessContext.from_request(request)
     form = forms.ConversationFilterForm(request.GET, ctx=ctx)
-    context: dict[str, Any] = {"form": form, "page": None}
+    template = "inbox/_list_pane.html" if _in_place(request) else "inbox/list.html"
+    query = request.GET
+    context: dict[str, Any] = {"form": form, "page": None, "list_query": _query_suffix(query)}
     if not form.is_valid():
-        return render(request, "inbox/list.html", context, status=400)
+        return render(request, template, context, status=400)
     filters = form.filters()
     try:
         page = selectors.conversation_list(
@@ -54,26 +87,66 @@ def inbox_view(request: HttpRequest) -> HttpResponse:
         )
     except selectors.InvalidFilter as error:
         form.add_error("cursor", str(error))
-        return render(request, "inbox/list.html", context, status=400)
-    counters = selectors.conversation_counters(ctx=ctx, filters=filters)
-    query = request.GET
+        return render(request, template, context, status=400)
+    counters = selectors.conversation_counters(ctx=ctx, filters=filters, unread=True)
     context.update(
         page=page,
         scope=filters.scope,
+        unread=counters[f"{filters.scope}_unread"],
         tabs=[
             {
                 "scope": scope,
                 "label": label,
                 "count": counters[scope],
+                "unread": counters[f"{scope}_unread"],
                 "url": _with_query(query, scope=scope, cursor=None),
             }
             for scope, label in forms.SCOPE_CHOICES
         ],
+        bulk_actions=forms.BulkForm.ACTIONS,
+        bulk_statuses=forms.BULK_STATUS_CHOICES,
+        bulk_labels=selectors.labels(),
         older_url=_with_query(query, cursor=page.next_cursor) if page.next_cursor else None,
         newest_url=_with_query(query, cursor=None) if form.cleaned_data["cursor"] else None,
         filtered=filters != selectors.ConversationFilters(scope=filters.scope),
     )
-    return render(request, "inbox/list.html", context)
+    return render(request, template, context)
+
+
+def _bulk_action(ctx: AccessContext, data: dict[str, Any]) -> Callable[[Conversation], object]:
+    """What the bulk form asks of each conversation: one call into that action's service."""
+    action = data["action"]
+    if action in ("assign_me", "unassign"):
+        assignee_id = ctx.user.pk if action == "assign_me" else None
+        return lambda c: services.conversation_assign(ctx=ctx, conversation=c, assignee_id=assignee_id)
+    if action == "status":
+        return lambda c: services.conversation_status_set(ctx=ctx, conversation=c, status=data["status"])
+    label_id = data["label"].pk
+    return lambda c: services.conversation_labels_set(
+        ctx=ctx, conversation=c, label_ids=sorted({*c.labels.values_list("pk", flat=True), label_id})
+    )
+
+
+@require_POST
+def bulk_view(request: HtmxHttpRequest) -> HttpResponse:
+    """Assign, status or label on the ticked rows, each decided by the policy; the answer
+    says what was done and what was refused, and why."""
+    ctx = AccessContext.from_request(request)
+    form = forms.BulkForm(request.POST)
+    if not form.is_valid():
+        result = None
+    else:
+        result = services.conversations_bulk(
+            ctx=ctx,
+            conversation_ids=form.cleaned_data["conversation"],
+            act=_bulk_action(ctx, form.cleaned_data),
+        )
+    context = {"bulk_form": form, "result": result}
+    template = "inbox/_bulk_result.html" if request.htmx else "inbox/bulk_result.html"
+    response = render(request, template, context, status=200 if result else 400)
+    if request.htmx and result and result.done:
+        return trigger_client_event(response, LIST_CHANGED_EVENT)
+    return response
 
 
 # --- One conversation -------------------------------------------------------------------
@@ -94,16 +167,19 @@ def _money(cents: int) -> str:
 
 
 def _conversation_page(
-    request: HttpRequest,
+    request: HtmxHttpRequest,
     ctx: AccessContext,
     conversation: Conversation,
     *,
     bound: django_forms.Form | None = None,
     error: str = "",
+    confirmation: str = "",
     refusal: services.OutboundRefused | None = None,
     status: int = 200,
 ) -> HttpResponse:
-    """The conversation page; after a refused action, with that action's form as submitted."""
+    """The conversation (its pane alone for the workspace's in-place requests); after a
+    refused action, with that action's form as submitted. Showing it marks it read."""
+    services.conversation_seen(ctx=ctx, conversation=conversation)
     page_forms: dict[str, django_forms.Form] = {
         "reply_form": forms.ReplyForm(),
         "note_form": forms.NoteForm(),
@@ -120,22 +196,29 @@ def _conversation_page(
         "conversation": conversation,
         "contact": conversation.contact,
         "identities": conversation.contact.identities.all(),
+        "other_conversations": selectors.contact_other_conversations(ctx=ctx, conversation=conversation),
+        "inline_image_types": INLINE_IMAGE_TYPES,
         "thread": selectors.conversation_thread(conversation=conversation),
         "canned_responses": selectors.canned_responses(conversation=conversation),
         "agents": policy.users_with_inbox_grant(conversation.inbox),
+        "snooze_presets": forms.snooze_presets(),
         "invoices": None
         if invoices is None
         else [{"invoice": invoice, "amount": _money(invoice.amount_cents)} for invoice in invoices],
         "error": error,
+        "confirmation": confirmation,
         "dlp_refusal": refusal,
+        # The list beside the conversation keeps the query it was opened from.
+        "list_query": _query_suffix(request.GET),
         **page_forms,
     }
-    return render(request, "inbox/conversation.html", context, status=status)
+    template = "inbox/_conversation_pane.html" if _in_place(request) else "inbox/conversation.html"
+    return render(request, template, context, status=status)
 
 
 @never_cache
 @require_GET
-def conversation_view(request: HttpRequest, conversation_id: int) -> HttpResponse:
+def conversation_view(request: HtmxHttpRequest, conversation_id: int) -> HttpResponse:
     ctx = AccessContext.from_request(request)
     conversation = policy.access_conversation(ctx, conversation_id)
     return _conversation_page(request, ctx, conversation)
@@ -147,12 +230,13 @@ ConversationAction = Callable[[AccessContext, Conversation, dict[str, Any]], str
 
 
 def _conversation_action(
-    request: HttpRequest,
+    request: HtmxHttpRequest,
     conversation_id: int,
     form_class: type[django_forms.Form],
     action: ConversationAction,
 ) -> HttpResponse:
-    """POST, then redirect back (PRG). Refusals keep the agent on the page with the reason."""
+    """POST, then redirect back (PRG), or in the workspace the fresh pane, with the list
+    told to refresh. Refusals keep the agent on the conversation with the reason."""
     ctx = AccessContext.from_request(request)
     conversation = policy.access_conversation(ctx, conversation_id)
     form = form_class(request.POST)
@@ -169,8 +253,13 @@ def _conversation_action(
     except policy.StepUpRequired:
         raise  # the step-up gate asks for the code, then sends this very post again
     except policy.Denied as error:
+        if request.htmx:
+            return _conversation_page(request, ctx, conversation, bound=form, error=str(error), status=403)
         back_url = reverse("inbox:conversation", kwargs={"conversation_id": conversation.pk})
         return render(request, "inbox/denied.html", {"message": str(error), "back_url": back_url}, status=403)
+    if request.htmx:
+        pane = _conversation_page(request, ctx, conversation, confirmation=confirmation)
+        return trigger_client_event(pane, LIST_CHANGED_EVENT)
     messages.success(request, confirmation)
     return redirect("inbox:conversation", conversation_id=conversation.pk)
 
@@ -209,25 +298,44 @@ def _labels(ctx: AccessContext, conversation: Conversation, data: dict[str, Any]
 
 
 @require_POST
-def reply_view(request: HttpRequest, conversation_id: int) -> HttpResponse:
+def reply_view(request: HtmxHttpRequest, conversation_id: int) -> HttpResponse:
     return _conversation_action(request, conversation_id, forms.ReplyForm, _reply)
 
 
 @require_POST
-def note_view(request: HttpRequest, conversation_id: int) -> HttpResponse:
+def note_view(request: HtmxHttpRequest, conversation_id: int) -> HttpResponse:
     return _conversation_action(request, conversation_id, forms.NoteForm, _note)
 
 
 @require_POST
-def assign_view(request: HttpRequest, conversation_id: int) -> HttpResponse:
+def assign_view(request: HtmxHttpRequest, conversation_id: int) -> HttpResponse:
     return _conversation_action(request, conversation_id, forms.AssignForm, _assign)
 
 
 @require_POST
-def status_view(request: HttpRequest, conversation_id: int) -> HttpResponse:
+def status_view(request: HtmxHttpRequest, conversation_id: int) -> HttpResponse:
     return _conversation_action(request, conversation_id, forms.StatusForm, _status)
 
 
 @require_POST
-def labels_view(request: HttpRequest, conversation_id: int) -> HttpResponse:
+def labels_view(request: HtmxHttpRequest, conversation_id: int) -> HttpResponse:
     return _conversation_action(request, conversation_id, forms.LabelsForm, _labels)
+
+
+@never_cache
+@require_GET
+def attachment_view(request: HtmxHttpRequest, conversation_id: int, attachment_id: int) -> FileResponse:
+    """One file of the thread, through the policy (and recorded as a download)."""
+    ctx = AccessContext.from_request(request)
+    attachment = policy.access_attachment(ctx, conversation_id, attachment_id)
+    inline = attachment.content_type in INLINE_IMAGE_TYPES
+    response = FileResponse(
+        attachment.file.open("rb"),
+        as_attachment=not inline,
+        filename=attachment.filename,
+        # The type sniffed from the bytes when the file was stored, never the sender's word.
+        content_type=attachment.content_type if inline else "application/octet-stream",
+    )
+    # Even opened directly, the file runs nothing and reaches nothing.
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return response

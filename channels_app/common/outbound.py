@@ -26,7 +26,7 @@ from typing import Protocol
 from django.db import transaction
 
 from channels_app.common.retry import DeliveryError
-from inbox import policy
+from inbox import dlp, policy
 from inbox.models import Message
 from inbox.services import message_delivery_set
 
@@ -61,10 +61,17 @@ class ReplyChannel(Protocol):
 
 
 OutboundCheck = Callable[[Message, ReadyReply], str | None]
+
+
+def _dlp_check(message: Message, ready: ReadyReply) -> str | None:
+    return dlp.outbound_send_screen(message)
+
+
 # Outbound content checks run here, after the channel's own refusals and right before the
-# send: each returns why the reply must not go out, or None. This is where DLP (private
-# contact handles, card numbers, IBANs) plugs in; none is registered yet.
-OUTBOUND_CHECKS: list[OutboundCheck] = []
+# send: each returns why the reply must not go out, or None. DLP looks at the text as it
+# leaves (card numbers, IBANs, private contact handles, shadow-channel invitations), with
+# the rules in force at this moment.
+OUTBOUND_CHECKS: list[OutboundCheck] = [_dlp_check]
 
 _channels: dict[str, ReplyChannel] = {}
 

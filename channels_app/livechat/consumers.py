@@ -10,8 +10,10 @@ and rate. A flood closes only the flooding socket.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
@@ -20,9 +22,17 @@ from accounts.sockets import FrameBudget, PooledDatabaseConsumer, scope_client_i
 from channels_app.livechat import selectors
 from channels_app.livechat import services as livechat
 from channels_app.livechat.models import FieldMode, LiveChatChannel
-from channels_app.livechat.services import Close, Received, Visitor, VisitorInputError, VisitorRefused
+from channels_app.livechat.services import (
+    Close,
+    Received,
+    StoreBusy,
+    Visitor,
+    VisitorInputError,
+    VisitorRefused,
+)
+from config import metrics
 from inbox.event_types import LiveChatMessage
-from inbox.events import inbox_group
+from inbox.events import CatchUp, inbox_group, layer_send, sequences_now
 
 HELLO_TIMEOUT_SECONDS = 10
 # Frames of any kind a socket may send: a burst, then a steady trickle. Messages are
@@ -31,6 +41,31 @@ FRAME_BURST, FRAMES_PER_SECOND = 20, 2.0
 # Frames refused for rate before the socket is closed as a flood.
 FLOOD_STRIKES = 10
 TYPING_INTERVAL_SECONDS = 2.0
+
+
+class StoreSlots:
+    """Visitors' messages being stored by this process now. Past the limit a message is
+    answered "busy" at once (the widget keeps it and sends it again after a pause) rather
+    than queued behind the others: a queue that only grows turns seconds of delay into
+    dropped sockets. One event loop per process, so a plain count needs no lock."""
+
+    def __init__(self) -> None:
+        self.taken = 0
+        metrics.LIVECHAT_STORES_IN_FLIGHT.set_function(lambda: self.taken)
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        if self.taken >= settings.LIVECHAT_STORES_IN_FLIGHT:
+            metrics.LIVECHAT_BUSY.inc()
+            raise StoreBusy(retry_after_ms=settings.LIVECHAT_BUSY_RETRY_MS)
+        self.taken += 1
+        try:
+            yield
+        finally:
+            self.taken -= 1
+
+
+store_slots = StoreSlots()
 
 
 def _frame_too_big(text: str) -> bool:
@@ -60,6 +95,7 @@ class VisitorConsumer(PooledDatabaseConsumer):
         self.budget = FrameBudget(burst=FRAME_BURST, per_second=FRAMES_PER_SECOND)
         self.strikes = 0
         self.typing_at = 0.0
+        self.catch_up = CatchUp(self._catch_up_history)
         await self.accept()
         await self.channel_layer.group_add(selectors.channel_group(channel.pk), self.channel_name)
         self.hello_timer = asyncio.get_running_loop().call_later(HELLO_TIMEOUT_SECONDS, self._hello_overdue)
@@ -68,6 +104,7 @@ class VisitorConsumer(PooledDatabaseConsumer):
         if self.channel is None:
             return
         self.hello_timer.cancel()
+        self.catch_up.cancel()
         await self.channel_layer.group_discard(selectors.channel_group(self.channel.pk), self.channel_name)
         if self.visitor is not None:
             await self.channel_layer.group_discard(self.visitor.group, self.channel_name)
@@ -116,9 +153,10 @@ class VisitorConsumer(PooledDatabaseConsumer):
         except VisitorRefused as refused:
             await self._refuse(refused)
         except VisitorInputError as error:
-            await self._send(
-                {"type": "error", "code": error.code, "message": str(error), "id": content.get("id")}
-            )
+            frame = {"type": "error", "code": error.code, "message": str(error), "id": content.get("id")}
+            if error.retry_after_ms is not None:
+                frame["retry_after_ms"] = error.retry_after_ms
+            await self._send(frame)
 
     async def _frame(self, content: dict[str, Any]) -> None:
         kind = content.get("type")
@@ -144,6 +182,8 @@ class VisitorConsumer(PooledDatabaseConsumer):
             )
         elif kind == "ping":
             await self._send({"type": "pong"})
+            # The widget pings every 30 s: a lost last reply, or a Redis restart, shows here.
+            await self.catch_up.verify([self.visitor.group])
         else:
             raise VisitorInputError("invalid", "Unknown frame type.")
 
@@ -160,6 +200,8 @@ class VisitorConsumer(PooledDatabaseConsumer):
         self.visitor = welcome.visitor
         self.visitor_until = time.time() + settings.LIVECHAT_VISITOR_TOKEN_MAX_AGE
         self.conversation_id = welcome.conversation_id
+        # Read before joining: a reply sent in between then shows as a gap.
+        self.catch_up.watch.start(await sequences_now([welcome.visitor.group]))
         await self.channel_layer.group_add(welcome.visitor.group, self.channel_name)
         channel = self.channel
         await self._send(
@@ -204,34 +246,37 @@ class VisitorConsumer(PooledDatabaseConsumer):
         assert self.channel is not None and self.visitor is not None  # noqa: S101
         if livechat.prechat_missing(self.channel, self.visitor):
             raise VisitorInputError("prechat_required", "Fill in the form first.")
-        received = await socket_db(livechat.visitor_message_receive)(
-            visitor=self.visitor,
-            origin=self.origin,
-            ip_address=self.ip_address,
-            client_id=content.get("id"),
-            text=content.get("text"),
-        )
+        with store_slots.slot():
+            received = await socket_db(livechat.visitor_message_receive)(
+                visitor=self.visitor,
+                origin=self.origin,
+                ip_address=self.ip_address,
+                client_id=content.get("id"),
+                text=content.get("text"),
+            )
         await self._delivered(content, received)
 
     async def _offline(self, content: dict[str, Any]) -> None:
         assert self.visitor is not None  # noqa: S101
-        received = await socket_db(livechat.visitor_offline_message)(
-            visitor=self.visitor,
-            origin=self.origin,
-            ip_address=self.ip_address,
-            client_id=content.get("id"),
-            email=content.get("email"),
-            text=content.get("text"),
-        )
+        with store_slots.slot():
+            received = await socket_db(livechat.visitor_offline_message)(
+                visitor=self.visitor,
+                origin=self.origin,
+                ip_address=self.ip_address,
+                client_id=content.get("id"),
+                email=content.get("email"),
+                text=content.get("text"),
+            )
         await self._delivered(content, received)
 
     async def _delivered(self, content: dict[str, Any], received: Received) -> None:
         """The message is stored: acknowledge it, and show it in the visitor's other tabs."""
         assert self.visitor is not None  # noqa: S101
         self.conversation_id = received.conversation_id
+        metrics.LIVECHAT_MESSAGES.inc()
         await self._send({"type": "ack", "id": content.get("id"), "message": received.shown})
         frame: LiveChatMessage = {"type": "livechat.message", "message": received.shown}
-        await self.channel_layer.group_send(self.visitor.group, frame)
+        await layer_send(self.visitor.group, frame)
 
     async def _typing(self) -> None:
         assert self.visitor is not None  # noqa: S101
@@ -239,7 +284,7 @@ class VisitorConsumer(PooledDatabaseConsumer):
         if self.conversation_id is None or now - self.typing_at < TYPING_INTERVAL_SECONDS:
             return
         self.typing_at = now
-        await self.channel_layer.group_send(
+        await layer_send(
             inbox_group(self.visitor.inbox_id),
             {
                 "type": "inbox.event",
@@ -253,8 +298,21 @@ class VisitorConsumer(PooledDatabaseConsumer):
     # --- Events out ----------------------------------------------------------------------
 
     async def livechat_message(self, event: dict[str, Any]) -> None:
-        if self.visitor is not None:
-            await self._send({"type": "message", "message": event["message"]})
+        if self.visitor is None:
+            return
+        if "seq" in event:
+            await self.catch_up.seen(self.visitor.group, event["seq"])
+        await self._send({"type": "message", "message": event["message"]})
+
+    async def _catch_up_history(self) -> None:
+        """A reply to this visitor was lost on the way: send the history as stored."""
+        visitor = self.visitor
+        if visitor is None:
+            return
+        history = await socket_db(selectors.visitor_history_now)(
+            inbox_id=visitor.inbox_id, handle=visitor.handle
+        )
+        await self._send({"type": "sync", "history": history})
 
     async def livechat_typing(self, event: dict[str, Any]) -> None:
         if self.visitor is not None:

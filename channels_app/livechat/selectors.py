@@ -108,6 +108,11 @@ def visitor_history(conversation: Conversation | None) -> list[WidgetMessage]:
     return [message_payload(message) for message in reversed(messages)]
 
 
+def visitor_history_now(*, inbox_id: int, handle: str) -> list[WidgetMessage]:
+    """What the widget catches up from after a lost event: its latest history, as stored."""
+    return visitor_history(visitor_conversation(inbox_id=inbox_id, handle=handle))
+
+
 def channel_for_inbox(inbox_id: int) -> LiveChatChannel | None:
     """The widget feeding an inbox, enabled or not (the caller says which)."""
     return LiveChatChannel.objects.filter(inbox_id=inbox_id).first()

@@ -7,7 +7,6 @@ stored through `inbox.services.inbound_message_record` before anyone is told abo
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import re
@@ -17,7 +16,6 @@ import unicodedata
 from dataclasses import dataclass, replace
 from typing import Any
 
-import redis
 from django.conf import settings
 from django.core import signing
 from django.core.cache import cache
@@ -30,6 +28,7 @@ from channels_app.common.inbound import sniff
 from channels_app.common.outbound import ReadyReply
 from channels_app.livechat import selectors
 from channels_app.livechat.models import FieldMode, LiveChatChannel, livechat_secret_default
+from config.redis import redis_client
 from inbox import events
 from inbox.event_types import (
     LiveChatChannelChanged,
@@ -71,14 +70,25 @@ class VisitorRefused(Exception):
 class VisitorInputError(ValueError):
     """A frame or upload the visitor can correct: answered with an error, the socket stays."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, *, retry_after_ms: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+        # Set when the same frame will be taken later: the widget sends it again then.
+        self.retry_after_ms = retry_after_ms
 
 
 class RateLimited(VisitorInputError):
     def __init__(self) -> None:
         super().__init__("rate_limited", "You are sending messages too fast. Wait a moment.")
+
+
+class StoreBusy(VisitorInputError):
+    """The server is storing as many messages as it can: this one is not taken now."""
+
+    def __init__(self, *, retry_after_ms: int) -> None:
+        super().__init__(
+            "busy", "Many messages at once: yours is sent in a moment.", retry_after_ms=retry_after_ms
+        )
 
 
 @dataclass(frozen=True)
@@ -274,11 +284,6 @@ def prechat_missing(channel: LiveChatChannel, visitor: Visitor) -> bool:
 # --- Limits -----------------------------------------------------------------------------
 
 
-@functools.cache
-def _redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL)
-
-
 def _hits(counters: list[str]) -> list[int]:
     """Count one more for each counter in the current fixed window, shared by every server
     (Redis), and return the counts. One round trip: this runs for every message."""
@@ -290,7 +295,7 @@ def _hits(counters: list[str]) -> list[int]:
             cache.add(key, 0, timeout=window * 2)
             counts.append(cache.incr(key))
         return counts
-    pipe = _redis().pipeline(transaction=False)
+    pipe = redis_client().pipeline(transaction=False)
     for key in keys:
         pipe.incr(key)
         pipe.expire(key, window * 2, nx=True)
@@ -492,7 +497,9 @@ class LiveChatReplies:
                 "message": {**selectors.message_payload(message), "status": Message.DeliveryStatus.SENT},
             }
             transaction.on_commit(lambda: events.send_to_groups(groups, frame))
-            return ""
+            # No provider names it: the key is unique per message, as the provider id must
+            # be within an inbox (an empty one collided from the second reply on).
+            return idempotency_key
 
         return ReadyReply(recipient=", ".join(groups), text_limit=None, send=send)
 

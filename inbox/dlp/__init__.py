@@ -7,25 +7,32 @@ for a justification, or lets the text through and records what was found, masked
 
 from __future__ import annotations
 
-from inbox.dlp import selectors
 from inbox.dlp.scanner import Finding, FindingPayload, Target, Verdict, scan
-from inbox.dlp.services import findings_record, outbound_screen
-from inbox.models import Inbox
-
-
-def scan_outbound(text: str, inbox: Inbox) -> list[Finding]:
-    """The findings of the inbox's reply rules in `text`: for the outbound send pipeline,
-    which checks what actually leaves (a text may change between queueing and sending)."""
-    return scan(text, selectors.rules_for(inbox_id=inbox.pk, target=Target.REPLY))
-
+from inbox.dlp.services import (
+    Redaction,
+    findings_record,
+    inbound_findings_record,
+    inbound_redact,
+    outbound_screen,
+    outbound_send_screen,
+    pii_reveal,
+    scan_outbound,
+    thread_message_for_reveal,
+)
 
 __all__ = [
     "Finding",
     "FindingPayload",
+    "Redaction",
     "Target",
     "Verdict",
     "findings_record",
+    "inbound_findings_record",
+    "inbound_redact",
     "outbound_screen",
+    "outbound_send_screen",
+    "pii_reveal",
     "scan",
     "scan_outbound",
+    "thread_message_for_reveal",
 ]

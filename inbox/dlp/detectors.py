@@ -50,7 +50,9 @@ class Detector(Protocol):
 
 @dataclass(frozen=True)
 class Evidence:
-    """Keywords near a match, and what they make of it."""
+    """Keywords near a match, and what they make of it. The patterns are lower-case and
+    case-sensitive, run over the lower-cased window: IGNORECASE made each search several
+    times slower, and a long reply runs one per candidate."""
 
     supporting: re.Pattern[str]
     contradicting: re.Pattern[str] | None = None
@@ -66,7 +68,7 @@ class Evidence:
         contradicted: DlpConfidence | None,
     ) -> DlpConfidence | None:
         """The confidence of a match at start:end; None when the context rules it out."""
-        window = text[max(0, start - PROXIMITY) : start] + " " + text[end : end + PROXIMITY]
+        window = (text[max(0, start - PROXIMITY) : start] + " " + text[end : end + PROXIMITY]).lower()
         if self.supporting.search(window):
             return supported
         if self.contradicting is not None and self.contradicting.search(window):
@@ -75,10 +77,10 @@ class Evidence:
 
 
 def _words(*words: str) -> re.Pattern[str]:
-    return re.compile(r"\b(?:" + "|".join(words) + r")\b", re.IGNORECASE)
+    return re.compile(r"\b(?:" + "|".join(words) + r")\b")
 
 
-def _mask_keep(value: str, head: int, tail: int) -> str:
+def mask_keep(value: str, head: int, tail: int) -> str:
     """`value` with all but its first `head` and last `tail` characters masked."""
     if len(value) <= head + tail:
         return MASK * len(value)
@@ -87,6 +89,33 @@ def _mask_keep(value: str, head: int, tail: int) -> str:
 
 def _grouped(value: str, size: int = 4) -> str:
     return " ".join(value[i : i + size] for i in range(0, len(value), size))
+
+
+def _windows(hits: Iterator[re.Match[str]], before: int, after: int, size: int) -> Iterator[tuple[int, int]]:
+    """Merged spans reaching `before` characters ahead of each hit and `after` past it.
+
+    The expensive patterns run only inside these: a cheap, case-sensitive search over the
+    lower-cased text finds where a match could be (IGNORECASE alternations tried at every
+    position of a 20 KB reply were most of the scan's cost). Python's `pattern.finditer(text,
+    pos, endpos)` still sees the characters before `pos`, so `\\b` and look-behinds behave
+    as on the whole text."""
+    start = end = -1
+    for hit in hits:
+        low, high = max(0, hit.start() - before), min(size, hit.end() + after)
+        if low > end:
+            if end >= 0:
+                yield start, end
+            start = low
+        end = max(end, high)
+    if end >= 0:
+        yield start, end
+
+
+def _lowered(text: str) -> str | None:
+    """The text lower-cased, if that keeps every offset (a few characters, such as "İ",
+    lower-case to two); None otherwise, and the caller searches the whole text."""
+    lowered = text.lower()
+    return lowered if len(lowered) == len(text) else None
 
 
 def _allowed_contacts() -> frozenset[str]:
@@ -169,7 +198,7 @@ class CardDetector:
             )
             if confidence is not None:
                 # First six and last four: what PCI DSS allows to be shown.
-                masked = _grouped(_mask_keep(digits, 6, 4))
+                masked = _grouped(mask_keep(digits, 6, 4))
                 yield Candidate(self.kind, match.start(), match.end(), masked, confidence)
 
 
@@ -199,7 +228,7 @@ class IbanDetector:
                 contradicted=None,
             )
             if confidence is not None:
-                masked = _grouped(_mask_keep(compact, 4, 4))
+                masked = _grouped(mask_keep(compact, 4, 4))
                 yield Candidate(self.kind, match.start(), match.end(), masked, confidence)
 
 
@@ -254,7 +283,7 @@ class NationalIdDetector:
             )
             if confidence is not None:
                 compact = re.sub(r"[ .-]", "", value)
-                yield Candidate(self.kind, match.start(), match.end(), _mask_keep(compact, 0, 2), confidence)
+                yield Candidate(self.kind, match.start(), match.end(), mask_keep(compact, 0, 2), confidence)
 
 
 # --- Phone numbers ----------------------------------------------------------------------------
@@ -301,30 +330,46 @@ PHONE_EVIDENCE = Evidence(
 )
 
 
+# Where a phone number could be: a run of digits with the separators numbers are written with.
+PHONE_RUN = re.compile(r"\d[\d \t().\-/]{4,}\d")
+# phonenumbers may take a "+" or "(" just outside the run into its match.
+PHONE_RUN_MARGIN = 3
+
+
 class PhoneDetector:
     kind = DlpKind.PHONE
 
+    def _ruled_out(self, text: str, start: int, end: int) -> bool:
+        """Whether the context rules out every number the matcher could find in start:end,
+        decided before paying for its parse. Exact, not a guess: each inner match's keyword
+        window lies inside start-PROXIMITY:end+PROXIMITY (no supporting word there means
+        none near any of them) and holds end-PROXIMITY:start and end:start+PROXIMITY (a
+        contradicting word there is near every one of them)."""
+        if PHONE_EVIDENCE.supporting.search(text[max(0, start - PROXIMITY) : end + PROXIMITY].lower()):
+            return False
+        core = (text[max(0, end - PROXIMITY) : start] + " " + text[end : start + PROXIMITY]).lower()
+        return PHONE_EVIDENCE.contradicting is not None and bool(PHONE_EVIDENCE.contradicting.search(core))
+
     def detect(self, text: str) -> Iterator[Candidate]:
         allowed = _allowed_contacts()
-        matcher = phonenumbers.PhoneNumberMatcher(
-            text, settings.DLP_PHONE_REGION, leniency=phonenumbers.Leniency.VALID
-        )
-        for match in matcher:
-            e164 = phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164)
-            if e164 in allowed:
+        for low, high in _windows(PHONE_RUN.finditer(text), PHONE_RUN_MARGIN, PHONE_RUN_MARGIN, len(text)):
+            if self._ruled_out(text, low, high):
                 continue
-            confidence = PHONE_EVIDENCE.rate(
-                text,
-                match.start,
-                match.end,
-                alone=DlpConfidence.LOW,
-                supported=DlpConfidence.HIGH,
-                contradicted=None,
+            matcher = phonenumbers.PhoneNumberMatcher(
+                text[low:high], settings.DLP_PHONE_REGION, leniency=phonenumbers.Leniency.VALID
             )
-            if confidence is not None:
-                country = f"+{match.number.country_code}"
-                masked = f"{country} {_mask_keep(e164[len(country) :], 0, 2)}"
-                yield Candidate(self.kind, match.start, match.end, masked, confidence)
+            for match in matcher:
+                start, end = low + match.start, low + match.end
+                e164 = phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164)
+                if e164 in allowed:
+                    continue
+                confidence = PHONE_EVIDENCE.rate(
+                    text, start, end, alone=DlpConfidence.LOW, supported=DlpConfidence.HIGH, contradicted=None
+                )
+                if confidence is not None:
+                    country = f"+{match.number.country_code}"
+                    masked = f"{country} {mask_keep(e164[len(country) :], 0, 2)}"
+                    yield Candidate(self.kind, start, end, masked, confidence)
 
 
 # --- Personal email addresses -----------------------------------------------------------------
@@ -370,7 +415,7 @@ class PersonalEmailDetector:
             if confidence is not None:
                 local, domain = address.split("@", 1)
                 yield Candidate(
-                    self.kind, match.start(), match.end(), f"{_mask_keep(local, 1, 0)}@{domain}", confidence
+                    self.kind, match.start(), match.end(), f"{mask_keep(local, 1, 0)}@{domain}", confidence
                 )
 
 
@@ -385,13 +430,34 @@ MESSENGER_LINK = re.compile(
 )
 
 
+# Every messenger link has one of these right before its path (matched lower-cased).
+MESSENGER_LINK_HINT = re.compile(r"(?:\.me|\.dog|\.group|whatsapp\.com(?:/send)?)/")
+# "https://www.api." ahead of the hint at most; the path runs to the next space.
+MESSENGER_LINK_LEAD = 30
+WHITESPACE = re.compile(r"\s")
+
+
 class MessengerLinkDetector:
     kind = DlpKind.MESSENGER_LINK
 
     def detect(self, text: str) -> Iterator[Candidate]:
-        for match in MESSENGER_LINK.finditer(text):
+        lowered = _lowered(text)
+        if lowered is None:
+            yield from self._links(text, 0, len(text))
+            return
+        covered = 0
+        for hint in MESSENGER_LINK_HINT.finditer(lowered):
+            if hint.start() < covered:
+                continue  # a second hint inside a link already read ("t.me/x.me/")
+            space = WHITESPACE.search(text, hint.end())
+            high = space.start() if space else len(text)
+            yield from self._links(text, max(covered, hint.start() - MESSENGER_LINK_LEAD), high)
+            covered = high
+
+    def _links(self, text: str, low: int, high: int) -> Iterator[Candidate]:
+        for match in MESSENGER_LINK.finditer(text, low, high):
             # A link is an invitation by itself: no keyword needed to be sure of it.
-            masked = f"{match.group(1).lower()}/{_mask_keep(match.group(2), 2, 2)}"
+            masked = f"{match.group(1).lower()}/{mask_keep(match.group(2), 2, 2)}"
             yield Candidate(self.kind, match.start(), match.end(), masked[:200], DlpConfidence.HIGH)
 
 
@@ -424,17 +490,33 @@ MESSENGER_INVITE = re.compile(
 INVITE_EVIDENCE = Evidence(
     supporting=re.compile(
         r"\b(?:private\w*|personal|privat\w*|perso|directly|direkt|outside|au[ßs]erhalb)\b"
-        r"|@\w{3,}|\+?\d[\d ]{6,}",
-        re.IGNORECASE,
+        r"|@\w{3,}|\+?\d[\d ]{6,}"
     )
 )
+
+
+# Every invitation names its messenger; the lookahead lets the engine skip to a plausible
+# first letter instead of trying the alternation at every position.
+MESSENGER_NAME = re.compile(r"\b(?=[wtsvfimdk])(?:" + MESSENGERS + ")")
+# How far an invitation reaches from its messenger's name: its longest lead-in ("schreiben
+# Sie mir gerne über meine private …") before, a 32-character handle after.
+INVITE_BEFORE, INVITE_AFTER = 120, 60
 
 
 class MessengerInviteDetector:
     kind = DlpKind.MESSENGER_INVITE
 
     def detect(self, text: str) -> Iterator[Candidate]:
-        for match in MESSENGER_INVITE.finditer(text):
+        lowered = _lowered(text)
+        if lowered is None:
+            yield from self._invitations(text, 0, len(text))
+            return
+        names = MESSENGER_NAME.finditer(lowered)
+        for low, high in _windows(names, INVITE_BEFORE, INVITE_AFTER, len(text)):
+            yield from self._invitations(text, low, high)
+
+    def _invitations(self, text: str, low: int, high: int) -> Iterator[Candidate]:
+        for match in MESSENGER_INVITE.finditer(text, low, high):
             confidence = INVITE_EVIDENCE.rate(
                 text,
                 match.start(),

@@ -21,6 +21,8 @@ QUOTED_LINE = re.compile(r"^[ \t]*>.*$", re.MULTILINE)
 class Target(StrEnum):
     REPLY = "reply"
     NOTE = "note"
+    # A customer's message at ingest, where the rules redact rather than hold.
+    INBOUND = "inbound"
 
 
 class FindingPayload(TypedDict):
@@ -81,11 +83,14 @@ def _outermost(candidates: list[Candidate]) -> list[Candidate]:
     ]
 
 
-def scan(text: str, rules: Sequence[DlpRule]) -> list[Finding]:
+def scan(text: str, rules: Sequence[DlpRule], *, skip_quoted: bool = True) -> list[Finding]:
     """Every finding the rules act on: one per candidate and rule. Only the detectors some
-    rule asks for run."""
+    rule asks for run. A customer's message is read whole (`skip_quoted=False`): what it
+    quotes is stored with it."""
     wanted = {kind for rule in rules for kind in rule.kinds}
-    visible = _unquoted(text)
+    if not wanted:
+        return []
+    visible = _unquoted(text) if skip_quoted else text
     candidates = [
         candidate
         for kind, detector in DETECTORS.items()
@@ -98,6 +103,17 @@ def scan(text: str, rules: Sequence[DlpRule]) -> list[Finding]:
         for rule in rules
         if candidate.kind in rule.kinds and candidate.confidence >= rule.min_confidence
     ]
+
+
+def masked_copy(text: str, candidates: Sequence[Candidate]) -> str:
+    """The text with each candidate's span replaced by its masked form. Right to left, so
+    earlier offsets stay valid; of two overlapping spans the later-starting one is kept."""
+    covered = len(text) + 1
+    for candidate in sorted(candidates, key=lambda c: (c.start, c.end), reverse=True):
+        if candidate.end <= covered:
+            text = text[: candidate.start] + candidate.masked + text[candidate.end :]
+            covered = candidate.start
+    return text
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import transaction
+from django.http import Http404
 
+from audit.services import access_event_record
 from inbox.dlp import selectors
-from inbox.dlp.scanner import Target, Verdict, judge, scan
-from inbox.models import Conversation, DlpFinding, DlpRule, Message, Note
-from inbox.policy import AccessContext
+from inbox.dlp.scanner import Finding, Target, Verdict, judge, masked_copy, scan
+from inbox.models import Contact, Conversation, DlpFinding, DlpRule, Inbox, Message, Note
+from inbox.policy import AccessContext, StepUpRequired
+from inbox.policy.decisions import STEP_UP_MESSAGE
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +32,35 @@ def outbound_screen(
         with transaction.atomic():
             findings_record(verdict, ctx=ctx, conversation=conversation)
     return verdict
+
+
+def scan_outbound(text: str, inbox: Inbox) -> list[Finding]:
+    """The findings of the inbox's reply rules in `text`."""
+    return scan(text, selectors.rules_for(inbox_id=inbox.pk, target=Target.REPLY))
+
+
+def outbound_send_screen(message: Message) -> str | None:
+    """The last look, in the send pipeline: the text as it leaves, against the rules in
+    force now (a rule may have been enforced, or the text changed, since it was queued).
+    A justification the author gave at queueing still counts. Returns why the reply must
+    not go out, after recording the refusal with the message; None lets it go."""
+    given = (
+        DlpFinding.objects.filter(message=message)
+        .exclude(justification="")
+        .values_list("justification", flat=True)
+        .first()
+    )
+    verdict = judge(Target.REPLY, scan_outbound(message.text, message.inbox), given or "")
+    if not verdict.refused:
+        return None
+    if message.sender_user is not None:
+        findings_record(
+            verdict,
+            ctx=AccessContext.for_task(message.sender_user),
+            conversation=message.conversation,
+            message=message,
+        )
+    return verdict.explanation()
 
 
 def findings_record(
@@ -69,3 +103,83 @@ def findings_record(
             "findings": [f"{f.candidate.kind}:{f.candidate.masked}:{f.rule.name}" for f in verdict.findings],
         },
     )
+
+
+@dataclass(frozen=True)
+class Redaction:
+    """A customer's message as it may be stored, and what the inbound rules found in it."""
+
+    text: str
+    html: str
+    subject: str
+    findings: tuple[Finding, ...]
+
+
+def _redacted(text: str, rules: list[DlpRule]) -> tuple[str, list[Finding]]:
+    """The text with each enforced finding replaced by its masked form (a card keeps its
+    first six and last four digits); monitor-mode findings are found, not replaced."""
+    findings = scan(text, rules, skip_quoted=False)
+    return masked_copy(text, [f.candidate for f in findings if f.enforced]), findings
+
+
+def inbound_redact(*, inbox: Inbox, text: str, html: str, subject: str) -> Redaction:
+    """Apply the inbox's redaction rules to a customer's message before it is stored: the
+    original of an enforced finding is never written."""
+    rules = selectors.rules_for(inbox_id=inbox.pk, target=Target.INBOUND)
+    if not rules:
+        return Redaction(text, html, subject, ())
+    text, found = _redacted(text, rules)
+    # The HTML part and the subject carry the same data; their findings are the text's.
+    html, _ = _redacted(html, rules)
+    subject, _ = _redacted(subject, rules)
+    return Redaction(text, html, subject, tuple(found))
+
+
+def inbound_findings_record(redaction: Redaction, *, message: Message) -> None:
+    if not redaction.findings:
+        return
+    DlpFinding.objects.bulk_create(
+        DlpFinding(
+            inbox_id=message.inbox_id,
+            conversation_id=message.conversation_id,
+            message=message,
+            rule=finding.rule,
+            rule_name=finding.rule.name,
+            kind=finding.candidate.kind,
+            masked_excerpt=finding.candidate.masked,
+            confidence=finding.candidate.confidence,
+            action=finding.rule.action,
+            mode=finding.rule.mode,
+            outcome=DlpFinding.Outcome.REDACTED if finding.enforced else DlpFinding.Outcome.MONITORED,
+        )
+        for finding in redaction.findings
+    )
+
+
+def pii_reveal(*, ctx: AccessContext, obj: Message | Contact) -> None:
+    """Showing one masked item unmasked, to a caller without "view PII": an access of its
+    own, recorded, and one that needs a fresh second factor where PII_REVEAL_STEP_UP."""
+    object_type = obj._meta.label_lower
+    allowed = not settings.PII_REVEAL_STEP_UP or ctx.step_up_fresh
+    access_event_record(
+        user_id=ctx.user.pk,
+        session_id=ctx.session_id,
+        api_token_id=ctx.api_token.pk if ctx.api_token else None,
+        ip_address=ctx.ip_address,
+        object_type=object_type,
+        object_id=obj.pk,
+        action="reveal",
+        allowed=allowed,
+    )
+    if not allowed:
+        raise StepUpRequired(STEP_UP_MESSAGE)
+    logger.info("pii revealed", extra={"user_id": ctx.user.pk, "object": f"{object_type}:{obj.pk}"})
+
+
+def thread_message_for_reveal(*, ctx: AccessContext, conversation: Conversation, message_id: int) -> Message:
+    """A message of a conversation the caller has loaded through the policy, revealed."""
+    message = conversation.messages.filter(pk=message_id).select_related("sender_user").first()
+    if message is None:
+        raise Http404
+    pii_reveal(ctx=ctx, obj=message)
+    return message

@@ -9,8 +9,14 @@ from typing import Literal
 from django.http import Http404, HttpRequest
 from django_otp import DEVICE_ID_SESSION_KEY
 
+from accounts.devices.services import TRUST_META_KEY as DEVICE_TRUST_META_KEY
 from accounts.models import ApiToken, User
-from accounts.services import OTP_VERIFIED_AT_KEY, SESSION_STARTED_KEY, verification_is_fresh
+from accounts.services import (
+    IDP_ASSURANCE_KEY,
+    OTP_VERIFIED_AT_KEY,
+    SESSION_STARTED_KEY,
+    verification_is_fresh,
+)
 from audit.services import SESSION_ID_KEY, client_ip
 
 
@@ -47,10 +53,13 @@ class StepUpRequired(Denied):
         return {"detail": str(self), "code": "step_up_required", "rules": list(self.rule_ids)}
 
 
-def _authenticator(persistent_id: str | None) -> str | None:
+def _authenticator(persistent_id: str | None, idp_assurance: str | None) -> str | None:
     # django-otp's persistent ids name the device's model: "otp_totp.totpdevice/3".
     if not persistent_id:
         return None
+    # A session the company's IdP verified is as strong as the IdP's acr/amr said.
+    if persistent_id.startswith("accounts.identityproviderdevice/"):
+        return idp_assurance or "other"
     if persistent_id.startswith("otp_totp."):
         return "totp"
     if persistent_id.startswith("otp_static."):
@@ -94,7 +103,9 @@ class AccessContext:
             surface="api" if request.path_info.startswith("/api/") else "web",
             session_started_at=get(SESSION_STARTED_KEY),
             verified_at=get(OTP_VERIFIED_AT_KEY),
-            authenticator=_authenticator(get(DEVICE_ID_SESSION_KEY)),
+            authenticator=_authenticator(get(DEVICE_ID_SESSION_KEY), get(IDP_ASSURANCE_KEY)),
+            # Set by the device gate (accounts.devices) for a session bound to a device.
+            device_trust=request.META.get(DEVICE_TRUST_META_KEY),
         )
 
     @classmethod

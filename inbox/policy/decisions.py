@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Model
+from django.contrib.auth.models import Permission
+from django.db.models import Model, Q
 from django.http import Http404
 
 from accounts.models import User
 from audit.services import access_event_record
-from inbox.models import Contact, Conversation, Inbox
+from inbox.models import Attachment, Contact, Conversation, Inbox
 from inbox.policy import rules
 from inbox.policy.context import BILLING_PERMISSION, AccessContext, Action, Denied, StepUpRequired
 from inbox.policy.grants import (
@@ -119,6 +120,24 @@ def can_view_billing(ctx: AccessContext, contact: Contact) -> bool:
     return allowed
 
 
+PII_PERMISSION = "inbox.view_pii"
+
+
+def pii_visible(ctx: AccessContext) -> bool:
+    """Whether personal data is shown to the caller unmasked (a role's "view PII"); who
+    lacks it sees masked names, handles and message parts, and reveals one item at a time."""
+    if not _user_usable(ctx):
+        return False
+    if ctx.user.is_superuser:
+        return True
+    # One EXISTS, not `has_perm`'s two queries (the user's and the groups' permissions):
+    # every list and thread the API answers asks this once.
+    app_label, codename = PII_PERMISSION.split(".")
+    return Permission.objects.filter(
+        Q(user=ctx.user) | Q(group__user=ctx.user), content_type__app_label=app_label, codename=codename
+    ).exists()
+
+
 _VISIBLE: dict[type[Model], Any] = {
     Conversation: visible_conversations,
     Inbox: visible_inboxes,
@@ -126,16 +145,21 @@ _VISIBLE: dict[type[Model], Any] = {
 }
 
 
+def _pk(obj_id: object) -> int | None:
+    """An id from a URL or a frame, or None when it cannot name a row."""
+    try:
+        pk = int(str(obj_id))
+    except ValueError:
+        return None
+    # Beyond bigint: no such row, and PostgreSQL would refuse the parameter.
+    return pk if -(2**63) <= pk < 2**63 else None
+
+
 def _load(ctx: AccessContext, model: type[Model], obj_id: object, action: Action) -> Any:
     """A missing id and an id outside the caller's segment take the same single query and
     are both recorded as denied: probing can neither time nor hear the difference, and
     monitoring sees it."""
-    try:
-        pk: int | None = int(str(obj_id))
-    except ValueError:
-        pk = None
-    if pk is not None and not -(2**63) <= pk < 2**63:
-        pk = None  # beyond bigint: no such row, and PostgreSQL would refuse the parameter
+    pk = _pk(obj_id)
     obj = _VISIBLE[model](ctx).filter(pk=pk).first() if pk is not None else None
     if obj is not None and not _apply_rules(ctx, Action.VIEW, obj):
         obj = None  # a rule closes it: as invisible as another segment's
@@ -162,3 +186,17 @@ def access_inbox(ctx: AccessContext, inbox_id: object, action: Action = Action.V
 def access_contact(ctx: AccessContext, contact_id: object) -> Contact:
     contact: Contact = _load(ctx, Contact, contact_id, Action.VIEW)
     return contact
+
+
+def access_attachment(ctx: AccessContext, conversation_id: object, attachment_id: object) -> Attachment:
+    """A file of a message, seen as part of its conversation (loaded, and decided, through
+    it); the download is recorded as an access of its own. One that is not in that
+    conversation is as missing as one that does not exist."""
+    conversation = access_conversation(ctx, conversation_id)
+    pk = _pk(attachment_id)
+    in_conversation = Attachment.objects.filter(message__conversation=conversation)
+    attachment = in_conversation.filter(pk=pk).first() if pk is not None else None
+    _record(ctx, Attachment._meta.label_lower, pk, "download", attachment is not None)
+    if attachment is None:
+        raise Http404
+    return attachment

@@ -202,6 +202,41 @@ def users_with_inbox_grant(inbox: Inbox, action: Action = Action.VIEW) -> QueryS
     )
 
 
+def users_seeing(conversations: QuerySet[Conversation]) -> QuerySet[User]:
+    """ "Who can see it now": active people whose live grants open one of these
+    conversations — through its inbox (directly or via a team) or the conversation itself.
+    By grants as of this moment; the rules narrow further per request (time, network)."""
+    inbox_perm = _permission_id(INBOX_CODENAMES[Action.VIEW])
+    conversation_perm = _permission_id(CONVERSATION_CODENAMES[Action.VIEW])
+    inboxes = conversations.values("inbox_id")
+    live = _live()
+    on_inboxes = {"content_object_id__in": inboxes, "permission_id": inbox_perm}
+    users = (
+        InboxUserObjectPermission.objects.filter(live, **on_inboxes)
+        .values("user_id")
+        .union(
+            ConversationUserObjectPermission.objects.filter(
+                live, content_object__in=conversations, permission_id=conversation_perm
+            ).values("user_id")
+        )
+    )
+    teams = (
+        InboxGroupObjectPermission.objects.filter(live, **on_inboxes)
+        .values("group_id")
+        .union(
+            ConversationGroupObjectPermission.objects.filter(
+                live, content_object__in=conversations, permission_id=conversation_perm
+            ).values("group_id")
+        )
+    )
+    return (
+        User.objects.filter(is_active=True, locked_at__isnull=True)
+        .filter(Q(id__in=users) | Q(groups__in=teams))
+        .distinct()
+        .order_by("username")
+    )
+
+
 @dataclass(frozen=True)
 class LiveScope:
     """What a live socket may follow, and until when this answer can hold at the latest.

@@ -234,10 +234,17 @@
         break;
       case "ack":
         delete pending[data.id];
+        if (busyTries[data.id]) {
+          delete busyTries[data.id];
+          notice(""); // the "busy" notice is over
+        }
         render(data.message, data.id);
         break;
       case "message":
         receive(data.message);
+        break;
+      case "sync": // a reply was lost on the way: the history as stored fills the gap
+        data.history.forEach(receive);
         break;
       case "typing":
         typing.textContent = (data.name || "Support") + " is typing…";
@@ -251,6 +258,12 @@
         });
         break;
       case "error":
+        if (data.code === "busy" && data.id && pending[data.id]) {
+          // Not taken yet: kept, shown as sending, and sent again after a growing pause.
+          resendLater(data.id, data.retry_after_ms || 500);
+          notice(data.message);
+          break;
+        }
         if (data.id) delete pending[data.id];
         if (data.id) {
           var failed = log.querySelector('[data-client="' + data.id + '"] .pc-receipt');
@@ -262,6 +275,15 @@
         notice(data.message);
         break;
     }
+  }
+
+  var busyTries = {}; // client id -> times the server was too busy to take it
+  function resendLater(id, base) {
+    var tries = (busyTries[id] = (busyTries[id] || 0) + 1);
+    var delay = Math.min(base * Math.pow(2, tries - 1), 15000) * (0.5 + Math.random() / 2);
+    window.setTimeout(function () {
+      if (pending[id]) frame({ type: "message", id: id, text: pending[id] });
+    }, delay);
   }
 
   // --- What the visitor does ------------------------------------------------------------------

@@ -23,8 +23,22 @@ from accounts.sockets import VerifiedSocketMiddleware
 from config.routing import agent_websocket_urlpatterns
 from tests.conftest import start_session
 
-ALLOWED_ANONYMOUS = {"accounts:login", "accounts:activate", "health"}
-ALLOWED_PASSWORD_ONLY = ALLOWED_ANONYMOUS | {"accounts:otp", "accounts:enroll", "accounts:logout"}
+ALLOWED_ANONYMOUS = {
+    "accounts:login",
+    "accounts:activate",
+    "health",
+    # Single sign-on's doors: the IdP proves the person (state, PKCE, signed tokens).
+    "accounts:sso_start",
+    "accounts:sso_callback",
+    "accounts:sso_backchannel_logout",
+}
+# The device refresh answers only a proof of the session's device key (tests/devices).
+ALLOWED_PASSWORD_ONLY = ALLOWED_ANONYMOUS | {
+    "accounts:otp",
+    "accounts:enroll",
+    "accounts:logout",
+    "accounts:device_refresh",
+}
 
 
 def _walk(patterns: list[Any], prefix: str = "", namespace: str = "") -> Iterator[tuple[str, str]]:

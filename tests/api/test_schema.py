@@ -29,8 +29,11 @@ PATHS = {
     "/api/v1/conversations/{conversation_id}/": {"get"},
     "/api/v1/conversations/{conversation_id}/messages/": {"get", "post"},
     "/api/v1/conversations/{conversation_id}/notes/": {"get", "post"},
+    "/api/v1/conversations/{conversation_id}/messages/{message_id}/reveal/": {"post"},
     "/api/v1/contacts/{contact_id}/": {"get"},
+    "/api/v1/contacts/{contact_id}/reveal/": {"post"},
     "/api/v1/channels/{channel_id}/messages": {"post"},
+    "/api/v1/devices/attest": {"post"},
 }
 
 

@@ -3,7 +3,7 @@
 Run: `DATABASE_URL=postgres://postgres@127.0.0.1:5432/portcullis_livechat_bench
 REDIS_URL=redis://127.0.0.1:6379/14 .venv/bin/python tests/benchmarks/livechat.py
 [--visitors 1000 --agents 20 --rate 200 --duration 60 --layer core|pubsub]` (defaults are
-the issue's sizes). It (re)creates its own database, starts uvicorn on a free port, then:
+the issue's sizes; the layer defaults to the one that ships). It (re)creates its own database, starts uvicorn on a free port, then:
 
 - opens `--visitors` widget sockets (each says hello like the widget) and `--agents` agent
   sockets (verified sessions, all in the chat inbox's team);
@@ -65,6 +65,8 @@ from django.core.management import call_command  # noqa: E402
 from django.utils.module_loading import import_string  # noqa: E402
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
+
+from tests.benchmarks import report  # noqa: E402
 
 ORIGIN = "http://bench.test"
 USER_AGENT = "portcullis-livechat-bench"
@@ -214,10 +216,14 @@ class Tally:
     reply_sent_at: dict[str, float] = field(default_factory=dict)  # reply tag -> POST time
     reply_seen_at: dict[str, float] = field(default_factory=dict)
     send_errors: int = 0
+    busy: int = 0  # "busy" answers, each followed by a resend as the widget does
+    resyncs: int = 0  # agent sockets told to catch up after a lost event
     unsent: int = 0
     dropped_sockets: int = 0  # closed by the server (an overloaded one times out its pings)
     reply_errors: int = 0
     lag: list[float] = field(default_factory=list)
+    resends: list[asyncio.TimerHandle] = field(default_factory=list)
+    busy_tries: dict[str, int] = field(default_factory=dict)
 
 
 async def visitor_loop(index: int, ws: ClientConnection, tally: Tally) -> None:
@@ -231,7 +237,17 @@ async def _visitor_frames(ws: ClientConnection, tally: Tally) -> None:
     async for raw in ws:
         frame = json.loads(raw)
         kind = frame.get("type")
-        if kind == "ack":
+        if kind == "error" and frame.get("code") == "busy":
+            tally.busy += 1
+            tries = tally.busy_tries[frame["id"]] = tally.busy_tries.get(frame["id"], 0) + 1
+            resend = asyncio.get_running_loop().call_later(
+                min(frame.get("retry_after_ms", 500) * 2 ** (tries - 1), 15000)
+                / 1000
+                * (0.5 + random.random() / 2),
+                lambda client_id=frame["id"]: asyncio.ensure_future(_resend(ws, client_id)),
+            )
+            tally.resends.append(resend)
+        elif kind == "ack":
             tally.message_of[frame["id"]] = frame["message"]["id"]
         elif kind == "message" and frame["message"]["direction"] == "out":
             text = frame["message"]["text"]
@@ -239,6 +255,11 @@ async def _visitor_frames(ws: ClientConnection, tally: Tally) -> None:
                 tally.reply_seen_at.setdefault(text.split(" ", 2)[1], time.perf_counter())
         elif kind == "error":
             tally.send_errors += 1
+
+
+async def _resend(ws: ClientConnection, client_id: str) -> None:
+    with contextlib.suppress(ConnectionClosed):
+        await ws.send(json.dumps({"type": "message", "id": client_id, "text": f"bench {client_id}"}))
 
 
 async def agent_loop(ws: ClientConnection, tally: Tally) -> None:
@@ -255,6 +276,8 @@ async def _agent_frames(ws: ClientConnection, tally: Tally) -> None:
         if frame.get("type") == "event" and frame.get("event") in ("message.created", "conversation.created"):
             tally.agent_seen[frame["message_id"]].append(now)
             tally.conversation_of[frame["message_id"]] = frame["conversation_id"]
+        elif frame.get("type") == "resync":
+            tally.resyncs += 1
 
 
 async def open_visitor(base_ws: str, key: str) -> ClientConnection:
@@ -280,7 +303,7 @@ async def open_agent(
     client = httpx.AsyncClient(base_url=base, cookies=cookies, headers={"User-Agent": USER_AGENT}, timeout=30)
     # A page view sets the CSRF cookie the reply form needs.
     page = await client.get("/")
-    assert page.status_code == 200, page.status_code
+    assert page.status_code == 200, (page.status_code, page.headers.get("location"))
     client.headers["X-CSRFToken"] = client.cookies[settings.CSRF_COOKIE_NAME]
     cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
     ws = await connect(
@@ -401,6 +424,8 @@ async def application_run(args: argparse.Namespace, world: World, base: str) -> 
         "unsent": tally.unsent,
         "dropped_sockets": tally.dropped_sockets,
         "visitor_errors": tally.send_errors,
+        "busy_answers": tally.busy,
+        "agent_resyncs": tally.resyncs,
         "reply_errors": tally.reply_errors,
         "sender_lag_p99_ms": percentile(tally.lag, 0.99) or 0.0,
     }
@@ -478,7 +503,6 @@ async def run(args: argparse.Namespace, world: World) -> dict[str, Any]:
             server.kill()
             server.wait()
     floor = await floor_run(args)
-    p99s = [app[d]["p99_ms"] for d in ("visitor_to_agent", "agent_to_visitor")]
     return {
         "benchmark": "livechat",
         "layer": args.layer,
@@ -487,16 +511,18 @@ async def run(args: argparse.Namespace, world: World) -> dict[str, Any]:
         "rate_per_s": args.rate,
         "reply_rate_per_s": args.reply_rate,
         "duration_s": args.duration,
-        "cpus": os.cpu_count(),
         **app,
         "floor": floor,
         "ratio_to_floor_p99": {
             direction: ratio(app[direction]["p99_ms"], floor[direction]["p99_ms"])
             for direction in ("visitor_to_agent", "agent_to_visitor")
         },
-        "target_met": all(p is not None and p <= 50 for p in p99s)
+        # The target at 100 msg/s; at 200 msg/s only the losses count.
+        "target_met": (args.rate > 100 or (app["visitor_to_agent"]["p99_ms"] or 1e9) <= 100)
         and app["visitor_to_agent"]["lost"] == 0
-        and app["agent_to_visitor"]["lost"] == 0,
+        and app["agent_to_visitor"]["lost"] == 0
+        and app["unacknowledged"] == 0
+        and app["dropped_sockets"] == 0,
     }
 
 
@@ -511,7 +537,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60, help="seconds of sending")
     parser.add_argument("--floor-duration", type=float, default=None, help="seconds (default: --duration)")
     parser.add_argument("--drain", type=float, default=5, help="seconds to wait for stragglers")
-    parser.add_argument("--layer", choices=sorted(settings.REDIS_CHANNEL_LAYERS), default="core")
+    parser.add_argument(
+        "--layer", choices=sorted(settings.REDIS_CHANNEL_LAYERS), default=settings.REDIS_CHANNEL_LAYER_DEFAULT
+    )
     args = parser.parse_args()
     args.floor_duration = args.floor_duration or args.duration
     recreate_database()
@@ -521,7 +549,11 @@ def main() -> None:
     from django.core.cache import cache
 
     cache.clear()
-    print(json.dumps(asyncio.run(run(args, world))))
+    figures = asyncio.run(run(args, world))
+    floor = figures.pop("floor")
+    if floor["visitor_to_agent"]["delivered"] == 0:
+        report.fail("livechat", "the pub/sub floor delivered nothing", **figures)
+    report.emit(figures, floor=floor, ratio=figures.pop("ratio_to_floor_p99"))
 
 
 if __name__ == "__main__":

@@ -289,16 +289,29 @@ def smtp_server(smtp_session: SmtpServer) -> SmtpServer:
 # --- Celery -------------------------------------------------------------------------------
 
 
+_running_worker: list[Any] = []
+
+
 @pytest.fixture(scope="session")
 def celery_worker() -> Iterator[Any]:
     from celery.contrib.testing.worker import start_worker
 
     from config.celery import app
 
+    # Test packages outside tests/channels import this fixture, and each import is a
+    # session fixture of its own: one worker per process serves them all, as two would
+    # race each other for the same broker's tasks (and their retries).
+    if _running_worker:
+        yield _running_worker[0]
+        return
     # Tasks left on this test broker by an interrupted run would act on another database.
     app.control.purge()
     with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=30) as worker:
-        yield worker
+        _running_worker.append(worker)
+        try:
+            yield worker
+        finally:
+            _running_worker.clear()
 
 
 @pytest.fixture

@@ -259,7 +259,7 @@ def test_keyset_pagination_walks_every_conversation_once_in_order(segments: Segm
         seen += listed(response)
         older = response.context["older_url"]
         if older:
-            assert f'href="{older}" rel="next">Older</a>' in response.content.decode().replace("&amp;", "&")
+            assert f'href="{LIST_URL}{older}" rel="next"' in response.content.decode().replace("&amp;", "&")
         url = LIST_URL + older if older else None
         pages += 1
     assert pages == 3
@@ -472,8 +472,11 @@ def _queries(client: Client, url: str) -> int:
     return len(captured.captured_queries)
 
 
-INBOX_PAGE_QUERIES = 15
-CONVERSATION_PAGE_QUERIES = 18
+# 15, and the labels offered by the bulk bar.
+INBOX_PAGE_QUERIES = 16
+# 18, one upsert (opening the conversation marks it read for the agent) and one for the
+# contact's other conversations in the context pane.
+CONVERSATION_PAGE_QUERIES = 20
 
 
 def test_inbox_page_query_count_does_not_grow(

@@ -289,6 +289,24 @@ async def test_agent_reply_reaches_the_visitor_with_the_agents_first_name(chat: 
     assert reply.delivery_status == Message.DeliveryStatus.READ
 
 
+async def test_every_reply_in_an_inbox_is_sent_not_just_the_first(chat: Chat) -> None:
+    """Replies have no provider id of their own: each must still be unique in the inbox."""
+    first, _ = await visitor(chat.channel.key)
+    second, _ = await visitor(chat.channel.key)
+    replies = []
+    for communicator in (first, second, first):
+        ack = await say(communicator, "question")
+        conversation = await db(Conversation.objects.get)(messages__pk=ack["message"]["id"])
+        replies.append(
+            await db(services.conversation_reply)(
+                ctx=AccessContext(user=chat.agent), conversation=conversation, text="answer"
+            )
+        )
+    for reply in replies:
+        await db(reply.refresh_from_db)()
+        assert reply.delivery_status == Message.DeliveryStatus.SENT
+
+
 async def test_prechat_fields_are_asked_and_enforced(chat: Chat) -> None:
     await db(LiveChatChannel.objects.filter(pk=chat.channel.pk).update)(
         prechat_name="optional", prechat_email="required"

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from accounts.sso import services as sso_services
 from channels_app.email import services as email_services
 from channels_app.webhooks import services as webhook_services
 
@@ -16,3 +17,5 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         count = email_services.channel_secrets_rotate() + webhook_services.channel_secrets_rotate()
         self.stdout.write(f"{count} channel(s) re-encrypted under the newest key.")
+        providers = sso_services.client_secrets_rotate()
+        self.stdout.write(f"{providers} identity provider secret(s) re-encrypted under the newest key.")

@@ -1,0 +1,92 @@
+"""The device registry. Django finds these models through accounts.models."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class BrowserDevice(models.Model):
+    """One browser profile that signed in: the public half of a key pair it made itself
+    (WebCrypto ECDSA P-256, the private half non-extractable in its IndexedDB), or — for a
+    browser without WebCrypto, where policy allows — a random device cookie, which a thief
+    copies with the session and which therefore earns a lower trust level."""
+
+    class Binding(models.TextChoices):
+        KEY = "key", "Device key"
+        COOKIE = "cookie", "Device cookie (weaker)"
+
+    class Approval(models.TextChoices):
+        UNREVIEWED = "unreviewed", "Not reviewed"
+        PENDING = "pending", "Waiting for approval"
+        APPROVED = "approved", "Approved"
+
+    class Trust(models.TextChoices):
+        # The levels policy rules compare (inbox.policy.rules.DEVICE_TRUST_ORDER).
+        LOW = "low", "Low"
+        MEDIUM = "medium", "Medium"
+        HIGH = "high", "High"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="browser_devices"
+    )
+    name = models.CharField(max_length=100)
+    binding = models.CharField(max_length=10, choices=Binding.choices)
+    # KEY: the JWK SHA-256 thumbprint (RFC 7638). COOKIE: SHA-256 of the device cookie.
+    key_thumbprint = models.CharField(max_length=64)
+    public_key = models.JSONField(null=True, blank=True, help_text="Public JWK; never a private key.")
+    user_agent = models.CharField(max_length=300, blank=True)
+    browser_family = models.CharField(max_length=50, blank=True)
+    browser_version = models.CharField(max_length=30, blank=True)
+    os_family = models.CharField(max_length=50, blank=True)
+    client_hints = models.JSONField(default=dict, blank=True)
+    first_seen_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(auto_now_add=True)
+    last_ip = models.GenericIPAddressField(null=True, blank=True)
+    approval = models.CharField(max_length=12, choices=Approval.choices, default=Approval.UNREVIEWED)
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    approved_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    # The last signed posture attestation of an MDM/EDR for this key (accounts.devices.attestation).
+    posture = models.JSONField(default=dict, blank=True)
+    posture_expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-last_seen_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "key_thumbprint"], name="browserdevice_user_key_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} of {self.user_id}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    @property
+    def posture_compliant(self) -> bool | None:
+        """What the device's management last attested, while that still holds; None: nothing
+        fresh was attested."""
+        if self.posture_expires_at is None or self.posture_expires_at <= timezone.now():
+            return None
+        return self.posture.get("compliant") is True
+
+    @property
+    def trust_level(self) -> str:
+        """What rules read: a key a supervisor approved, or whose management attests it
+        compliant, is high; an unreviewed key medium; a cookie, a device waiting for
+        approval, or one attested non-compliant, low."""
+        compliant = self.posture_compliant
+        if (
+            self.binding == self.Binding.COOKIE
+            or self.approval == self.Approval.PENDING
+            or compliant is False
+        ):
+            return self.Trust.LOW
+        if self.approval == self.Approval.APPROVED or compliant:
+            return self.Trust.HIGH
+        return self.Trust.MEDIUM

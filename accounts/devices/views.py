@@ -1,0 +1,66 @@
+"""The person's own devices, the proof refresh, and the waiting-for-approval page."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from accounts.devices import selectors, services
+from accounts.devices.proofs import nonce_issue
+from accounts.models import BrowserDevice, User
+
+
+def _user(request: HttpRequest) -> User:
+    user = request.user
+    if not isinstance(user, User):
+        raise Http404
+    return user
+
+
+# The proof is the credential here, and a cross-site page cannot make one: it is signed over
+# this URL and a server nonce by a key that never leaves the device's browser.
+@csrf_exempt
+@never_cache
+@require_POST
+def device_refresh_view(request: HttpRequest) -> JsonResponse:
+    """Renew the bound cookie (the gate does, on any proven request) and hand out a nonce."""
+    if request.META.get(services.REFRESH_META_KEY) is None:
+        return JsonResponse({"detail": "No valid device proof.", "code": "device_proof_required"}, status=401)
+    return JsonResponse({"nonce": nonce_issue(), "refresh_seconds": settings.DEVICE_REFRESH_SECONDS})
+
+
+@never_cache
+@require_GET
+def device_pending_view(request: HttpRequest) -> HttpResponse:
+    device_id = request.session.get(services.DEVICE_ID_KEY)
+    device = selectors.own_device(user=_user(request), device_id=device_id) if device_id else None
+    if device is None or device.approval != BrowserDevice.Approval.PENDING:
+        return redirect(settings.LOGIN_REDIRECT_URL)
+    return render(request, "accounts/device_pending.html", {"device": device})
+
+
+@never_cache
+@require_GET
+def device_list_view(request: HttpRequest) -> HttpResponse:
+    user = _user(request)
+    context = {
+        "devices": selectors.device_list(user=user),
+        "current_id": request.session.get(services.DEVICE_ID_KEY),
+    }
+    return render(request, "accounts/devices.html", context)
+
+
+@require_POST
+def device_revoke_view(request: HttpRequest, device_id: int) -> HttpResponse:
+    user = _user(request)
+    device = selectors.own_device(user=user, device_id=device_id)
+    if device is None:
+        raise Http404
+    ended = services.device_revoke(device=device, by=user, request=request)
+    messages.info(request, f"{device.name} revoked; {ended} session(s) on it ended.")
+    return redirect("accounts:devices")

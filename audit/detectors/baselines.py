@@ -1,0 +1,44 @@
+"""The per-user read baselines the inline detector compares with: each user's busiest
+minute of conversations and contacts opened over MONITOR_BASELINE_DAYS, from the access
+log, kept in Redis beside the counters so a request reads both in one round trip."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from audit.detectors.inline import READ_TYPES, baseline_key, counters
+
+_PEAKS = """
+SELECT user_id, object_type, max(n) FROM (
+    SELECT user_id, object_type, date_trunc('minute', created_at) AS minute, count(DISTINCT object_id) AS n
+    FROM audit_accessevent
+    WHERE created_at >= %s AND allowed AND action = 'view' AND user_id IS NOT NULL
+      AND object_id IS NOT NULL AND object_type = ANY(%s)
+    GROUP BY 1, 2, 3
+) per_minute GROUP BY 1, 2
+"""
+
+
+def read_baselines_refresh() -> int:
+    """Recompute every user's peaks; returns how many users have one."""
+    since = timezone.now() - timedelta(days=settings.MONITOR_BASELINE_DAYS)
+    with connection.cursor() as cursor:
+        cursor.execute(_PEAKS, [since, list(READ_TYPES)])
+        rows = cursor.fetchall()
+    peaks: dict[int, dict[str, int]] = {}
+    for user_id, object_type, peak in rows:
+        peaks.setdefault(user_id, {})[READ_TYPES[object_type]] = peak
+    # Two hourly runs' worth: a missed run leaves the old baseline, not none.
+    ttl = 2 * 3600
+    counters().put(
+        {
+            baseline_key(user): ",".join(f"{what}={n}" for what, n in sorted(p.items()))
+            for user, p in peaks.items()
+        },
+        ttl,
+    )
+    return len(peaks)

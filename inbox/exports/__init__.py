@@ -1,0 +1,1 @@
+"""Governed exports: the only way data leaves the platform in bulk (docs/exports.md)."""
