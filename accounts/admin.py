@@ -570,7 +570,7 @@ class ApiTokenAdmin(admin.ModelAdmin[ApiToken]):
     list_select_related = ("user",)
     filter_horizontal = ("inboxes",)
     actions = ("revoke",)
-    ISSUE_FIELDS = ("name", "user", "inboxes", "can_write", "expires_at")
+    ISSUE_FIELDS = ("name", "user", "inboxes", "can_write", "expires_at", "revoked_with")
     RECORD_FIELDS = ("lookup_id", "created_at", "last_used_at", "revoked_at")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ApiToken]:

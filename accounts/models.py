@@ -109,6 +109,15 @@ class ApiToken(models.Model):
         related_name="scim_tokens",
         help_text="Only for SCIM provisioning from this identity provider; the inbox API refuses it.",
     )
+    # The person an integration acts for: their offboarding ends it too (accounts.scim).
+    revoked_with = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Revoked at once when this person is deactivated by the company's directory (SCIM).",
+    )
 
     def __str__(self) -> str:
         return f"{self.name} ({self.PREFIX}_{self.lookup_id}_…)"
@@ -232,6 +241,7 @@ class EnrollmentCode(models.Model):
 # The device registry and single sign-on live in packages of their own; Django finds their
 # models through here.
 from accounts.devices.models import BrowserDevice  # noqa: E402
+from accounts.passkeys.models import Passkey  # noqa: E402
 from accounts.sso.models import (  # noqa: E402
     ExternalIdentity,
     IdentityProvider,
@@ -255,6 +265,7 @@ __all__ = [
     "IdpGroupMapping",
     "IdpSession",
     "LocalSignInRule",
+    "Passkey",
     "ScimGroup",
     "User",
     "UserSession",

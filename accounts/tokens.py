@@ -120,11 +120,19 @@ def token_issue(
     by: User | None = None,
     request: HttpRequest | None = None,
     scim_provider: IdentityProvider | None = None,
+    revoked_with: User | None = None,
 ) -> IssuedToken:
+    """`revoked_with`: the person the integration acts for; deactivating them over SCIM
+    revokes the token in the same transaction."""
     owner_check(user)
     expiry_check(expires_at)
     token = ApiToken(
-        name=name, user=user, can_write=can_write, expires_at=expires_at, scim_provider=scim_provider
+        name=name,
+        user=user,
+        can_write=can_write,
+        expires_at=expires_at,
+        scim_provider=scim_provider,
+        revoked_with=revoked_with,
     )
     plaintext = credential_assign(token)
     with transaction.atomic():

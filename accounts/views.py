@@ -20,9 +20,13 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from accounts import services, supervision
 from accounts.forms import ActivateForm, EnrollForm, LoginForm, OTPTokenForm, PasswordOutcome
 from accounts.models import User, UserSession
+from accounts.passkeys.forms import ASSERTION_FIELD
+from accounts.passkeys.selectors import has_passkey, passkey_list
+from accounts.passkeys.services import PasskeyRefused, passkey_verify
 from accounts.selectors import is_verified, session_clock, session_list
-from accounts.sso.selectors import sign_in_providers
-from audit.services import Kind, Severity, security_event_record
+from accounts.sso.selectors import session_identity_provider, sign_in_providers
+from accounts.sso.services import PendingAction
+from audit.services import SESSION_ID_KEY, Kind, Severity, security_event_record
 
 # Set when an enrollment code was redeemed in this session: the one way to a first authenticator.
 ENROLLMENT_USER_KEY = "portcullis_enrollment_user"
@@ -86,6 +90,15 @@ def ended_message(reason: str) -> str | None:
 def _current_user(request: HttpRequest) -> User:
     assert isinstance(request.user, User)  # noqa: S101  # the gate lets only users here
     return request.user
+
+
+def _passkey_refusal(*, request: HttpRequest, user: User, answer: str) -> str | None:
+    """None when the page's passkey answer verified this session, else why not, to show."""
+    try:
+        passkey_verify(request=request, user=user, credential=answer)
+    except PasskeyRefused as refused:
+        return str(refused)
+    return None
 
 
 @never_cache
@@ -165,8 +178,13 @@ def otp_view(request: HttpRequest) -> HttpResponse:
     user = _current_user(request)
     if not services.has_confirmed_totp(user):
         return HttpResponseRedirect(_with_next("accounts:enroll", _safe_next(request)))
-    form = OTPTokenForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
+    # A passkey's answer replaces the code: the form is then left unbound.
+    answer = request.POST.get(ASSERTION_FIELD, "")
+    form = OTPTokenForm(None if answer else request.POST or None)
+    passkey_error = _passkey_refusal(request=request, user=user, answer=answer) if answer else None
+    if answer and passkey_error is None:
+        return redirect(_safe_next(request))
+    if not answer and request.method == "POST" and form.is_valid():
         result = services.otp_verify(request=request, user=user, token=form.cleaned_data["token"])
         if result.outcome is services.OTPOutcome.ACCEPTED:
             return redirect(_safe_next(request))
@@ -185,8 +203,13 @@ def otp_view(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "accounts/otp.html",
-        {"form": form, "next": _safe_next(request)},
-        status=400 if form.errors else 200,
+        {
+            "form": form,
+            "next": _safe_next(request),
+            "passkey": has_passkey(user),
+            "passkey_error": passkey_error,
+        },
+        status=400 if form.errors or passkey_error else 200,
     )
 
 
@@ -331,6 +354,7 @@ def security_view(request: HttpRequest) -> HttpResponse:
     context = {
         "form": form,
         "sessions": session_list(user=user, current_id=request.session.get("portcullis_session_id")),
+        "passkeys": passkey_list(user=user),
     }
     return render(request, "accounts/security.html", context, status=400 if form.errors else 200)
 
@@ -347,21 +371,54 @@ def health_view(request: HttpRequest) -> JsonResponse:
 
 
 # Form fields of the step-up page itself, not carried into the continued request.
-STEP_UP_OWN_FIELDS = frozenset({"csrfmiddlewaretoken", "token", "step_up_next", "step_up_method"})
+# The interrupted request's device proof too (accounts.devices.middleware.PROOF_FIELD, whose
+# module imports this one): it was spent, and was for that request only.
+STEP_UP_OWN_FIELDS = frozenset(
+    {"csrfmiddlewaretoken", "token", "step_up_next", "step_up_method", ASSERTION_FIELD, "device_proof"}
+)
 
 
-def step_up_page(
-    request: HttpRequest, *, message: str, target: str, method: str, form: OTPTokenForm, status: int
-) -> HttpResponse:
-    """The inline second-factor prompt: the code, and the interrupted request's own fields,
-    so that it can be sent again as it was."""
-    fields = [
+def step_up_fields(request: HttpRequest) -> list[tuple[str, str]]:
+    """The interrupted request's own form fields, to send again as they were."""
+    return [
         (name, value)
         for name, values in request.POST.lists()
         if name not in STEP_UP_OWN_FIELDS
         for value in values
     ]
-    context = {"message": message, "next": target, "method": method, "fields": fields, "form": form}
+
+
+def step_up_target(request: HttpRequest) -> tuple[str, str]:
+    """Where the step-up form continues (a local path only), and with which method."""
+    target = request.POST.get("step_up_next", "")
+    if not target.startswith("/") or not url_has_allowed_host_and_scheme(target, allowed_hosts=set()):
+        target = settings.LOGIN_REDIRECT_URL
+    return target, "POST" if request.POST.get("step_up_method") == "POST" else "GET"
+
+
+def step_up_page(
+    request: HttpRequest,
+    *,
+    message: str,
+    target: str,
+    method: str,
+    form: OTPTokenForm,
+    status: int,
+    passkey_error: str | None = None,
+) -> HttpResponse:
+    """The inline second-factor prompt: the code, and the interrupted request's own fields,
+    so that it can be sent again as it was."""
+    context = {
+        "message": message,
+        "next": target,
+        "method": method,
+        "fields": step_up_fields(request),
+        "form": form,
+        # A session the company's IdP opened can step up with a fresh sign-in there.
+        "identity_provider": session_identity_provider(request.session.get(SESSION_ID_KEY)),
+        "passkey": isinstance(request.user, User) and has_passkey(request.user),
+        "passkey_error": passkey_error,
+    }
     return render(request, "accounts/step_up.html", context, status=status)
 
 
@@ -371,22 +428,29 @@ def step_up_view(request: HttpRequest) -> HttpResponse:
     """Take the fresh second factor a rule asked for, then continue the request that asked:
     307 sends a form post again with its fields, 303 repeats a page load."""
     user = _current_user(request)
-    target = request.POST.get("step_up_next", "")
-    if not target.startswith("/") or not url_has_allowed_host_and_scheme(target, allowed_hosts=set()):
-        target = settings.LOGIN_REDIRECT_URL
-    method = "POST" if request.POST.get("step_up_method") == "POST" else "GET"
-    form = OTPTokenForm(request.POST)
-    if form.is_valid():
+    target, method = step_up_target(request)
+    answer = request.POST.get(ASSERTION_FIELD, "")
+    form = OTPTokenForm(None if answer else request.POST)
+    passkey_error = _passkey_refusal(request=request, user=user, answer=answer) if answer else None
+    accepted = bool(answer) and passkey_error is None
+    if not answer and form.is_valid():
         result = services.otp_verify(request=request, user=user, token=form.cleaned_data["token"])
-        if result.outcome is services.OTPOutcome.ACCEPTED:
-            response = HttpResponseRedirect(target)
-            response.status_code = 307 if method == "POST" else 303
-            return response
         if result.outcome is services.OTPOutcome.LOCKED:
             services.session_end(request=request, reason=UserSession.EndReason.LOCKED)
             messages.error(request, LOCKED_MESSAGE)
             return redirect("accounts:login")
-        form.add_error("token", "That code is not valid. Codes work once only.")
+        accepted = result.outcome is services.OTPOutcome.ACCEPTED
+        if not accepted:
+            form.add_error("token", "That code is not valid. Codes work once only.")
+    if accepted and method == "POST" and settings.DEVICE_BINDING != "off":
+        # A 307 would re-post this form's proof, which was for /accounts/step-up/: the page
+        # posts the fields itself instead, and the device script signs that post.
+        action = PendingAction(target=target, method=method, fields=step_up_fields(request))
+        return render(request, "accounts/step_up_continue.html", {"action": action})
+    if accepted:
+        response = HttpResponseRedirect(target)
+        response.status_code = 307 if method == "POST" else 303
+        return response
     return step_up_page(
         request,
         message="Confirm with a fresh code to continue.",
@@ -394,4 +458,5 @@ def step_up_view(request: HttpRequest) -> HttpResponse:
         method=method,
         form=form,
         status=400,
+        passkey_error=passkey_error,
     )

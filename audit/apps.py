@@ -7,10 +7,13 @@ class AuditConfig(AppConfig):
 
     def ready(self) -> None:
         from audit import services
+        from audit.detectors.exports import export_events_score
         from audit.detectors.inline import access_events_score
         from audit.detectors.runner import wake_on
 
         if access_events_score not in services.ACCESS_EVENT_SCORERS:
             services.ACCESS_EVENT_SCORERS.append(access_events_score)
+        if export_events_score not in services.ACCESS_EVENT_SCORERS:
+            services.ACCESS_EVENT_SCORERS.append(export_events_score)
         if wake_on not in services.SECURITY_EVENT_HOOKS:
             services.SECURITY_EVENT_HOOKS.append(wake_on)

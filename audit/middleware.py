@@ -5,7 +5,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
-from django.urls import reverse
+from django.urls import Resolver404, resolve, reverse
 
 from accounts.forms import OTPTokenForm
 from accounts.services import OTP_VERIFIED_AT_KEY
@@ -14,6 +14,7 @@ from audit.alerts.responses import blocked_key, step_up_key
 from audit.services import access_events_batched, client_ip
 from inbox.policy import StepUpRequired
 
+IDP_STEP_UP_URL_NAMES = frozenset({"accounts:sso_step_up", "accounts:sso_callback"})
 ALERT_STEP_UP_MESSAGE = (
     "Something unusual was noticed on your account: confirm it is you with a code from your authenticator."
 )
@@ -65,6 +66,12 @@ class AlertResponseMiddleware:
         # The step-up form itself and signing out must stay reachable.
         if request.path_info in (reverse("accounts:step_up"), reverse("accounts:logout")):
             return False
+        # A step-up through the company's IdP: out to it, and back with its answer.
+        try:
+            if resolve(request.path_info).view_name in IDP_STEP_UP_URL_NAMES:
+                return False
+        except Resolver404:
+            pass
         verified_at = session.get(OTP_VERIFIED_AT_KEY)
         return verified_at is None or float(verified_at) <= since
 

@@ -6,7 +6,7 @@ from celery import shared_task
 
 from audit.alerts import notifications
 from audit.chain import services
-from audit.detectors import baselines, runner
+from audit.detectors import baselines, runner, sockets
 
 
 @shared_task(name="audit.chain_seal", ignore_result=True)
@@ -32,3 +32,8 @@ def read_baselines_refresh() -> int:
 @shared_task(name="audit.alert_email", ignore_result=True)
 def alert_email(alert_id: int, recipient_ids: list[int]) -> int:
     return notifications.alert_email_send(alert_id=alert_id, recipient_ids=recipient_ids)
+
+
+@shared_task(name="audit.socket_inboxes_judge", ignore_result=True)
+def socket_inboxes_judge(user_id: int, inbox_ids: list[int]) -> None:
+    sockets.socket_inboxes_judge(user_id=user_id, inbox_ids=inbox_ids)

@@ -629,6 +629,18 @@ MONITOR_BULK_READ_CEILING = int(os.environ.get("MONITOR_BULK_READ_CEILING", "100
 MONITOR_DENIED_BURST = int(os.environ.get("MONITOR_DENIED_BURST", "15"))
 # Rows (list entries and single objects) one API token may be shown per minute.
 MONITOR_TOKEN_ROWS_PER_MINUTE = int(os.environ.get("MONITOR_TOKEN_ROWS_PER_MINUTE", "5000"))
+# Searches per minute, judged inline like bulk reads (own busiest minute x factor, floor,
+# ceiling): a search is how a pull finds what to open.
+MONITOR_SEARCH_FLOOR = int(os.environ.get("MONITOR_SEARCH_FLOOR", "20"))
+MONITOR_SEARCH_CEILING = int(os.environ.get("MONITOR_SEARCH_CEILING", "60"))
+# Exports per 24 hours, files and rows, against the user's busiest day of the last
+# MONITOR_BASELINE_DAYS times the factor (never below the floor) and a ceiling below the
+# export quota: the alert comes before the quota is used up.
+MONITOR_EXPORT_FACTOR = float(os.environ.get("MONITOR_EXPORT_FACTOR", "2"))
+MONITOR_EXPORT_FILES_FLOOR = int(os.environ.get("MONITOR_EXPORT_FILES_FLOOR", "2"))
+MONITOR_EXPORT_FILES_CEILING = int(os.environ.get("MONITOR_EXPORT_FILES_CEILING", "4"))
+MONITOR_EXPORT_ROWS_FLOOR = int(os.environ.get("MONITOR_EXPORT_ROWS_FLOOR", "5000"))
+MONITOR_EXPORT_ROWS_CEILING = int(os.environ.get("MONITOR_EXPORT_ROWS_CEILING", "100000"))
 MONITOR_BASELINE_DAYS = 14
 # Sign-in hour: no judgement before this much history (Entra's learning period).
 MONITOR_LEARNING_DAYS = 14

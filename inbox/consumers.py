@@ -42,6 +42,7 @@ from accounts.sockets import (
     socket_db,
     socket_is_verified,
 )
+from audit.detectors.sockets import socket_inboxes_joined
 from audit.services import SESSION_ID_KEY, access_events_batched
 from inbox import policy, presence, services
 from inbox.event_types import InboxLayerMessage
@@ -242,11 +243,15 @@ class AgentConsumer(PooledDatabaseConsumer):
         # Narrow the filter first: an event already in flight for a dropped inbox is
         # refused by it even before the group is left.
         self.live = state.live
-        wanted = frozenset(
-            inbox_group(inbox_id)
-            for inbox_id in {*state.live.inbox_ids, *state.live.conversation_inboxes.values()}
-        )
+        inbox_ids = {*state.live.inbox_ids, *state.live.conversation_inboxes.values()}
+        wanted = frozenset(inbox_group(inbox_id) for inbox_id in inbox_ids)
         added = wanted - self.joined
+        if added:
+            # Judged on Celery against the inboxes this user's sockets usually follow.
+            await socket_db(socket_inboxes_joined)(
+                user_id=self.user_id,
+                inbox_ids=[inbox_id for inbox_id in inbox_ids if inbox_group(inbox_id) in added],
+            )
         # Read before joining: an event sent in between then shows as a gap.
         self.catch_up.watch.start(await sequences_now(sorted(added)))
         for group in added:

@@ -106,10 +106,21 @@ def _narrowed(conversations: QuerySet[Conversation], filters: ConversationFilter
     return conversations
 
 
+def list_scope(*, ctx: AccessContext, filters: ConversationFilters) -> policy.ConversationScope:
+    """The caller's part of the list under these filters. A page that shows the list and
+    its counters asks once and hands it to both: settling it costs queries of its own."""
+    return policy.conversation_scope(ctx, prune=True, inbox_id=filters.inbox_id)
+
+
 def _filtered(
-    ctx: AccessContext, filters: ConversationFilters, *, with_scope: bool
+    ctx: AccessContext,
+    filters: ConversationFilters,
+    *,
+    with_scope: bool,
+    scope: policy.ConversationScope | None = None,
 ) -> QuerySet[Conversation]:
-    scope = policy.conversation_scope(ctx, prune=True, inbox_id=filters.inbox_id)
+    if scope is None:
+        scope = list_scope(ctx=ctx, filters=filters)
     conversations = _narrowed(Conversation.objects.filter(scope.combined), filters)
     if with_scope:
         if filters.scope == "mine":
@@ -127,10 +138,16 @@ def _read_since_last_activity(ctx: AccessContext) -> QuerySet[ConversationRead]:
 
 
 def conversation_list(
-    *, ctx: AccessContext, filters: ConversationFilters, cursor: str | None = None, limit: int = PAGE_SIZE
+    *,
+    ctx: AccessContext,
+    filters: ConversationFilters,
+    cursor: str | None = None,
+    limit: int = PAGE_SIZE,
+    scope: policy.ConversationScope | None = None,
 ) -> ConversationPage:
-    """One page of the inbox list, newest activity first, keyset-paginated."""
-    conversations = _filtered(ctx, filters, with_scope=True)
+    """One page of the inbox list, newest activity first, keyset-paginated; `scope` is
+    `list_scope()` for these filters when the caller already has it."""
+    conversations = _filtered(ctx, filters, with_scope=True, scope=scope)
     if cursor:
         position = Cursor.decode(cursor)
         conversations = conversations.filter(
@@ -148,7 +165,7 @@ def conversation_list(
         )
         .order_by("-last_activity_at", "-id")[: limit + 1]
     )
-    policy.record_listing(ctx, Conversation, min(len(rows), limit))
+    policy.record_listing(ctx, Conversation, min(len(rows), limit), searched=bool(filters.search))
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
@@ -158,7 +175,11 @@ def conversation_list(
 
 
 def conversation_counters(
-    *, ctx: AccessContext, filters: ConversationFilters, unread: bool = False
+    *,
+    ctx: AccessContext,
+    filters: ConversationFilters,
+    unread: bool = False,
+    scope: policy.ConversationScope | None = None,
 ) -> dict[str, int]:
     """Mine / unassigned / all for the current filters, in one query; with `unread`, also
     how many of each are unread for the caller (mine_unread, unassigned_unread, all_unread).
@@ -169,7 +190,8 @@ def conversation_counters(
     counted as all minus read: the read part starts from the caller's own read marks, a few
     rows per agent, instead of probing one per visible conversation.
     """
-    scope = policy.conversation_scope(ctx, prune=True, inbox_id=filters.inbox_id)
+    if scope is None:
+        scope = list_scope(ctx=ctx, filters=filters)
     parts = [scope.by_inbox] if scope.by_conversation is None else [scope.by_inbox, scope.by_conversation]
     zero = {"mine": 0, "unassigned": 0, "all": 0}
     if unread:

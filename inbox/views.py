@@ -64,6 +64,12 @@ def _with_query(query: QueryDict, **changes: str | None) -> str:
 # --- The inbox list ---------------------------------------------------------------------
 
 
+def _pii_masked(ctx: AccessContext) -> bool:
+    """Whether this page masks personal data (the `pii_*` template filters): one policy
+    decision per request, asked by the view, never by each row."""
+    return not policy.pii_visible(ctx)
+
+
 def _in_place(request: HtmxHttpRequest) -> bool:
     """Whether the workspace asked for one pane (else the answer is the whole page). A
     history restore (the back button after the cache missed) wants the whole page."""
@@ -77,18 +83,24 @@ def inbox_view(request: HtmxHttpRequest) -> HttpResponse:
     form = forms.ConversationFilterForm(request.GET, ctx=ctx)
     template = "inbox/_list_pane.html" if _in_place(request) else "inbox/list.html"
     query = request.GET
-    context: dict[str, Any] = {"form": form, "page": None, "list_query": _query_suffix(query)}
+    context: dict[str, Any] = {
+        "form": form,
+        "page": None,
+        "list_query": _query_suffix(query),
+        "pii_masked": _pii_masked(ctx),
+    }
     if not form.is_valid():
         return render(request, template, context, status=400)
     filters = form.filters()
+    scope = selectors.list_scope(ctx=ctx, filters=filters)
     try:
         page = selectors.conversation_list(
-            ctx=ctx, filters=filters, cursor=form.cleaned_data["cursor"] or None
+            ctx=ctx, filters=filters, cursor=form.cleaned_data["cursor"] or None, scope=scope
         )
     except selectors.InvalidFilter as error:
         form.add_error("cursor", str(error))
         return render(request, template, context, status=400)
-    counters = selectors.conversation_counters(ctx=ctx, filters=filters, unread=True)
+    counters = selectors.conversation_counters(ctx=ctx, filters=filters, unread=True, scope=scope)
     context.update(
         page=page,
         scope=filters.scope,
@@ -208,6 +220,7 @@ def _conversation_page(
         "error": error,
         "confirmation": confirmation,
         "dlp_refusal": refusal,
+        "pii_masked": _pii_masked(ctx),
         # The list beside the conversation keeps the query it was opened from.
         "list_query": _query_suffix(request.GET),
         **page_forms,

@@ -16,6 +16,7 @@ from django.utils import timezone
 from django_otp import DEVICE_ID_SESSION_KEY
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from accounts import roles
 from accounts.models import User, UserSession
 from accounts.services import (
     OTP_VERIFIED_AT_KEY,
@@ -39,6 +40,13 @@ def totp_of(device: TOTPDevice) -> pyotp.TOTP:
 def _password_hash() -> str:
     # Hashed once: argon2 is slow on purpose, and hundreds of test users share one password.
     return make_password(PASSWORD)
+
+
+@pytest.fixture
+def role_groups(transactional_db: Any) -> None:
+    """The role groups, which a transactional test's flush removed with the migrations' data."""
+    for role in roles.ROLE_PERMISSIONS:
+        Group.objects.get_or_create(name=role)
 
 
 @pytest.fixture

@@ -18,9 +18,10 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from accounts.models import ExternalIdentity, IdentityProvider, ScimGroup, User, UserSession
+from accounts.models import ApiToken, ExternalIdentity, IdentityProvider, ScimGroup, User, UserSession
 from accounts.services import sessions_end_all
 from accounts.sso.services import groups_sync
+from accounts.tokens import tokens_revoke
 from audit.services import Kind, Severity, security_event_record
 
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -178,7 +179,12 @@ def user_update(
         _save_user(user)
         if active is False and was_active:
             ended = sessions_end_all(user=user, reason=UserSession.EndReason.DEPROVISIONED)
-            _record(request, user, "deactivated", provider, sessions=ended)
+            # In this transaction: no moment where the person is gone but their integration
+            # still reads (a token set to be revoked with them, accounts.tokens).
+            revoked = tokens_revoke(
+                tokens=ApiToken.objects.filter(revoked_with=user), by=None, request=request
+            )
+            _record(request, user, "deactivated", provider, sessions=ended, tokens_revoked=revoked)
         else:
             _record(request, user, "updated", provider)
     return user

@@ -67,6 +67,14 @@ class IdentityProvider(models.Model):
         default=timedelta(hours=12),
         help_text="After this, the session must authenticate at the IdP again (OIDC max_age).",
     )
+    step_up_acr_values = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text=(
+            "Sent as acr_values when a step-up asks for a fresh sign-in at the IdP (e.g. phr). "
+            "Blank: none sent. The answer's acr/amr must still meet the minimum assurance."
+        ),
+    )
 
     class Meta:
         ordering = ["name"]

@@ -127,9 +127,12 @@ def _key_set(provider: IdentityProvider, *, refresh: bool = False) -> KeySet:
 
 
 def authorization_start(
-    provider: IdentityProvider, *, redirect_uri: str, next_url: str
+    provider: IdentityProvider, *, redirect_uri: str, next_url: str, reauthenticate: bool = False
 ) -> tuple[str, PendingAuthorization]:
-    """The URL to send the browser to, and what to keep until it comes back."""
+    """The URL to send the browser to, and what to keep until it comes back.
+
+    `reauthenticate` (a step-up): the IdP must authenticate the person now, whatever
+    session it holds, with the provider's step-up acr values where configured."""
     pending = PendingAuthorization(
         provider_id=provider.pk,
         state=secrets.token_urlsafe(32),
@@ -150,6 +153,10 @@ def authorization_start(
         # The IdP re-authenticates the person when its own session is older than this.
         "max_age": str(int(provider.max_authentication_age.total_seconds())),
     }
+    if reauthenticate:
+        query |= {"max_age": "0", "prompt": "login"}
+        if provider.step_up_acr_values:
+            query["acr_values"] = provider.step_up_acr_values
     return f"{metadata(provider).authorization_endpoint}?{urlencode(query)}", pending
 
 

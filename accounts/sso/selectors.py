@@ -6,7 +6,7 @@ from django.db.models import QuerySet
 
 from accounts import roles
 from accounts.models import User
-from accounts.sso.models import IdentityProvider, LocalSignInRule
+from accounts.sso.models import IdentityProvider, IdpSession, LocalSignInRule
 
 
 def sign_in_providers() -> QuerySet[IdentityProvider]:
@@ -25,3 +25,15 @@ def local_sign_in_allowed(user: User) -> bool:
     if groups.filter(name=roles.ADMINISTRATOR).exists():
         return True
     return not LocalSignInRule.objects.filter(role__in=groups, local_sign_in_allowed=False).exists()
+
+
+def session_identity_provider(session_id: int | None) -> IdentityProvider | None:
+    """The enabled IdP that opened this session (it can confirm a step-up), else None."""
+    if session_id is None:
+        return None
+    linked = (
+        IdpSession.objects.filter(session_id=session_id, provider__enabled=True)
+        .select_related("provider")
+        .first()
+    )
+    return linked.provider if linked is not None else None

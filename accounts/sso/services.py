@@ -33,7 +33,8 @@ from accounts.sso.models import (
     IdpGroupMapping,
     IdpSession,
 )
-from audit.services import Kind, Severity, security_event_record
+from accounts.sso.selectors import session_identity_provider
+from audit.services import SESSION_ID_KEY, Kind, Severity, security_event_record
 from inbox.policy import AccessContext
 
 PENDING_KEY = "portcullis_sso_pending"
@@ -58,6 +59,9 @@ class Refusal(enum.StrEnum):
     STALE_AUTHENTICATION = "stale_authentication"
     JIT_OFF = "jit_off"
     ACCOUNT_UNUSABLE = "account_unusable"
+    # A step-up through the IdP: someone else signed in there, or too weakly.
+    OTHER_SUBJECT = "other_subject"
+    WEAK_ASSURANCE = "weak_assurance"
 
 
 REFUSAL_MESSAGES = {
@@ -68,6 +72,12 @@ REFUSAL_MESSAGES = {
     Refusal.STALE_AUTHENTICATION: "Your company's sign-in is too old. Start again.",
     Refusal.JIT_OFF: "There is no Portcullis account for you yet. Ask your supervisor.",
     Refusal.ACCOUNT_UNUSABLE: "This account cannot sign in. Ask your supervisor.",
+    Refusal.OTHER_SUBJECT: (
+        "Your company's sign-in service confirmed another person. Sign in there as yourself."
+    ),
+    Refusal.WEAK_ASSURANCE: (
+        "Your company's sign-in service did not confirm a second factor strong enough for this."
+    ),
 }
 
 
@@ -107,13 +117,25 @@ def sign_in_start(
 
 
 def _refuse(
-    request: HttpRequest, provider: IdentityProvider, reason: Refusal, detail: str = ""
+    request: HttpRequest,
+    provider: IdentityProvider,
+    reason: Refusal,
+    detail: str = "",
+    *,
+    step_up: bool = False,
 ) -> SignInRefused:
+    # A refused step-up is a refused second factor of a signed-in person, not a sign-in.
     security_event_record(
-        kind=Kind.LOGIN_FAILED,
+        kind=Kind.OTP_FAILED if step_up else Kind.LOGIN_FAILED,
         request=request,
+        user=request.user if step_up and isinstance(request.user, User) else None,
         severity=Severity.WARNING,
-        detail={"method": "oidc", "idp": provider.slug, "refused": reason.value, "why": detail},
+        detail={
+            "method": "oidc_step_up" if step_up else "oidc",
+            "idp": provider.slug,
+            "refused": reason.value,
+            "why": detail,
+        },
     )
     return SignInRefused(reason, detail)
 
@@ -128,25 +150,43 @@ def sign_in_complete(
     error: str,
 ) -> SignInResult:
     """Finish the IdP's redirect back: every check refuses and records, none trusts the URL."""
+    pending, claims = _authorization_complete(
+        request=request, provider=provider, redirect_uri=redirect_uri, state=state, code=code, error=error
+    )
+    return _sign_in(request=request, provider=provider, claims=claims, next_url=pending.next_url)
+
+
+def _authorization_complete(
+    *,
+    request: HttpRequest,
+    provider: IdentityProvider,
+    redirect_uri: str,
+    state: str,
+    code: str,
+    error: str,
+    step_up: bool = False,
+) -> tuple[oidc.PendingAuthorization, dict[str, Any]]:
+    """The state (this browser's, used once), the code exchanged with its PKCE verifier and
+    the ID token verified with its nonce: what a sign-in and a step-up both need."""
     waiting = dict(request.session.get(PENDING_KEY, {}))
     # Used once, whatever happens next: a replayed callback finds nothing.
     saved = waiting.pop(state, None) if state else None
     request.session[PENDING_KEY] = waiting
     if saved is None or saved["provider_id"] != provider.pk:
-        raise _refuse(request, provider, Refusal.STATE)
+        raise _refuse(request, provider, Refusal.STATE, step_up=step_up)
     pending = oidc.PendingAuthorization(**saved)
     if time.time() - pending.started_at > PENDING_MAX_AGE_SECONDS:
-        raise _refuse(request, provider, Refusal.EXPIRED_ATTEMPT)
+        raise _refuse(request, provider, Refusal.EXPIRED_ATTEMPT, step_up=step_up)
     if error or not code:
-        raise _refuse(request, provider, Refusal.IDP_ERROR, error[:100])
+        raise _refuse(request, provider, Refusal.IDP_ERROR, error[:100], step_up=step_up)
     try:
         raw = oidc.code_exchange(
             provider, code=code, code_verifier=pending.code_verifier, redirect_uri=redirect_uri
         )
         claims = oidc.id_token_verify(provider, raw, nonce=pending.nonce)
     except oidc.OidcError as refused:
-        raise _refuse(request, provider, Refusal.UNVERIFIABLE, str(refused)) from None
-    return _sign_in(request=request, provider=provider, claims=claims, next_url=pending.next_url)
+        raise _refuse(request, provider, Refusal.UNVERIFIABLE, str(refused), step_up=step_up) from None
+    return pending, claims
 
 
 def _sign_in(
@@ -203,6 +243,134 @@ def _sign_in(
         },
     )
     return SignInResult(user=user, verified=verified, next_url=next_url)
+
+
+# --- Step-up through a fresh IdP sign-in ----------------------------------------------
+
+# The action a step-up interrupted, kept while the person is at the IdP: {state, target,
+# method, fields}. One at a time: a newer step-up replaces it.
+STEP_UP_KEY = "portcullis_sso_step_up"
+# The interrupted form's fields ride in the session: bounded, like any form post.
+STEP_UP_MAX_FIELDS_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class PendingAction:
+    """The request a rule interrupted for a fresh second factor, to continue afterwards."""
+
+    target: str
+    method: str
+    fields: list[tuple[str, str]]
+
+
+class StepUpUnavailable(Exception):
+    """This session cannot step up through the IdP (not opened by it, or too much to keep)."""
+
+
+def step_up_start(
+    *, request: HttpRequest, provider: IdentityProvider, redirect_uri: str, action: PendingAction
+) -> str:
+    """Where to send the browser for a fresh sign-in at the IdP (max_age=0, prompt=login);
+    the interrupted action waits in the session."""
+    if session_identity_provider(request.session.get(SESSION_ID_KEY)) != provider:
+        raise StepUpUnavailable("This session was not opened through this identity provider.")
+    if sum(len(name) + len(value) for name, value in action.fields) > STEP_UP_MAX_FIELDS_BYTES:
+        raise StepUpUnavailable("This form is too large to continue after the IdP: confirm with a code.")
+    url, pending = oidc.authorization_start(
+        provider, redirect_uri=redirect_uri, next_url=action.target, reauthenticate=True
+    )
+    waiting = dict(request.session.get(PENDING_KEY, {}))
+    waiting[pending.state] = asdict(pending)
+    request.session[PENDING_KEY] = dict(list(waiting.items())[-PENDING_MAX_COUNT:])
+    request.session[STEP_UP_KEY] = {"state": pending.state, **asdict(action)}
+    return url
+
+
+def step_up_pending(request: HttpRequest) -> bool:
+    """Whether this signed-in browser waits for the IdP's answer to a step-up: then any
+    redirect back is judged as that step-up (a forged one too), never as a new sign-in."""
+    return request.user.is_authenticated and isinstance(request.session.get(STEP_UP_KEY), dict)
+
+
+def step_up_complete(
+    *,
+    request: HttpRequest,
+    provider: IdentityProvider,
+    redirect_uri: str,
+    state: str,
+    code: str,
+    error: str,
+) -> PendingAction:
+    """Finish a step-up at the IdP: verified like a sign-in, then the same person (`sub`),
+    authenticated after the step-up began (within the clock skew), at least with a second
+    factor and the provider's minimum assurance. Marks the step-up fresh as a TOTP code
+    does and returns the action to continue."""
+    saved = request.session[STEP_UP_KEY]
+    if not state or saved.get("state") != state:
+        # Not this step-up's answer: refused, and the real answer can still come.
+        raise _refuse(request, provider, Refusal.STATE, step_up=True)
+    del request.session[STEP_UP_KEY]
+    pending, claims = _authorization_complete(
+        request=request,
+        provider=provider,
+        redirect_uri=redirect_uri,
+        state=state,
+        code=code,
+        error=error,
+        step_up=True,
+    )
+    user = request.user
+    if not isinstance(user, User):
+        raise _refuse(request, provider, Refusal.OTHER_SUBJECT, step_up=True)
+    linked = IdpSession.objects.filter(
+        session_id=request.session.get(SESSION_ID_KEY), provider=provider
+    ).first()
+    subject = str(claims["sub"])
+    bound = ExternalIdentity.objects.filter(provider=provider, subject=subject, user_id=user.pk).exists()
+    if linked is None or linked.subject != subject or not bound:
+        raise _refuse(request, provider, Refusal.OTHER_SUBJECT, subject[:100], step_up=True)
+    auth_time = claims.get("auth_time")
+    # max_age=0 and prompt=login asked for a sign-in now; an IdP that answered from its own
+    # older session (or dropped the parameters) did not confirm anyone.
+    if not isinstance(auth_time, int | float) or auth_time + provider.clock_skew_seconds < int(
+        pending.started_at
+    ):
+        raise _refuse(request, provider, Refusal.STALE_AUTHENTICATION, str(auth_time), step_up=True)
+    acr = str(claims.get("acr") or "")
+    amr = [str(method) for method in claims.get("amr") or [] if isinstance(method, str)]
+    assurance = assurance_of(acr=acr, amr=amr)
+    # A step-up is a second factor: a password at the IdP is not one, whatever the minimum.
+    needed = max(ASSURANCE_ORDER[Assurance.MFA], ASSURANCE_ORDER[Assurance(provider.minimum_assurance)])
+    if ASSURANCE_ORDER[assurance] < needed:
+        raise _refuse(request, provider, Refusal.WEAK_ASSURANCE, assurance.value, step_up=True)
+    device, _ = IdentityProviderDevice.objects.get_or_create(
+        user=user, provider=provider, defaults={"name": provider.name[:64], "confirmed": True}
+    )
+    session_mark_verified(request, device)
+    request.session[IDP_ASSURANCE_KEY] = assurance.value
+    request.session[IDP_REAUTHENTICATE_AT_KEY] = auth_time + provider.max_authentication_age.total_seconds()
+    IdpSession.objects.filter(pk=linked.pk).update(
+        sid=str(claims.get("sid") or linked.sid),
+        acr=acr[:255],
+        amr=amr,
+        assurance=assurance,
+        authenticated_at=datetime.fromtimestamp(auth_time, tz=UTC),
+    )
+    security_event_record(
+        kind=Kind.OTP_SUCCEEDED,
+        request=request,
+        user=user,
+        detail={
+            "method": "oidc_step_up",
+            "idp": provider.slug,
+            "acr": acr,
+            "amr": amr,
+            "assurance": assurance.value,
+        },
+    )
+    return PendingAction(
+        target=saved["target"], method=saved["method"], fields=[(str(n), str(v)) for n, v in saved["fields"]]
+    )
 
 
 def _account_for(*, request: HttpRequest, provider: IdentityProvider, claims: dict[str, Any]) -> User:

@@ -13,7 +13,7 @@ from accounts.services import has_confirmed_totp
 from accounts.sso import oidc, services
 from accounts.sso.models import IdentityProvider
 from accounts.sso.selectors import enabled_provider
-from accounts.views import _safe_next, _with_next
+from accounts.views import _safe_next, _with_next, step_up_fields, step_up_target
 
 
 def _provider(slug: str) -> IdentityProvider:
@@ -50,9 +50,52 @@ def sso_start_view(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @never_cache
+@require_POST
+def sso_step_up_view(request: HttpRequest, slug: str) -> HttpResponse:
+    """The step-up page's "Confirm with <IdP>": keep the interrupted action, then go to the
+    IdP for a fresh sign-in."""
+    provider = _provider(slug)
+    target, method = step_up_target(request)
+    try:
+        url = services.step_up_start(
+            request=request,
+            provider=provider,
+            redirect_uri=_callback_uri(request, provider),
+            action=services.PendingAction(target=target, method=method, fields=step_up_fields(request)),
+        )
+    except services.StepUpUnavailable as unavailable:
+        return _unavailable(request, provider, str(unavailable), 400)
+    except oidc.OidcError:
+        return _unavailable(request, provider, f"{provider.name} cannot be reached right now.", 502)
+    return render(
+        request, "accounts/sso_step_up_redirect.html", {"provider": provider, "authorization_url": url}
+    )
+
+
+def _step_up_callback(request: HttpRequest, provider: IdentityProvider) -> HttpResponse:
+    try:
+        action = services.step_up_complete(
+            request=request,
+            provider=provider,
+            redirect_uri=_callback_uri(request, provider),
+            state=request.GET.get("state", ""),
+            code=request.GET.get("code", ""),
+            error=request.GET.get("error", ""),
+        )
+    except services.SignInRefused as refused:
+        return _unavailable(request, provider, str(refused), 403)
+    if action.method == "GET":
+        return HttpResponseRedirect(action.target, status=303)
+    # A GET from the IdP cannot become the interrupted post: a page posts it again.
+    return render(request, "accounts/step_up_continue.html", {"provider": provider, "action": action})
+
+
+@never_cache
 @require_GET
 def sso_callback_view(request: HttpRequest, slug: str) -> HttpResponse:
     provider = _provider(slug)
+    if services.step_up_pending(request):
+        return _step_up_callback(request, provider)
     try:
         result = services.sign_in_complete(
             request=request,

@@ -18,6 +18,9 @@ class AlertKind(models.TextChoices):
     NEW_DEVICE = "new_device", "New device"
     OTP_GUESSING = "otp_guessing", "Second-factor guessing"
     PASSWORD_SPRAYING = "password_spraying", "Password spraying from one address"
+    SEARCH_BURST = "search_burst", "Burst of searches"
+    EXPORT_VOLUME = "export_volume", "Export volume"
+    SOCKET_NEW_INBOXES = "socket_new_inboxes", "Socket subscribed beyond its usual inboxes"
 
 
 class AlertSeverity(models.IntegerChoices):

@@ -1,6 +1,6 @@
 """The per-user read baselines the inline detector compares with: each user's busiest
-minute of conversations and contacts opened over MONITOR_BASELINE_DAYS, from the access
-log, kept in Redis beside the counters so a request reads both in one round trip."""
+minute of conversations and contacts opened, and of searches, over MONITOR_BASELINE_DAYS,
+from the access log, kept in Redis beside the counters so a request reads both in one round trip."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from audit.detectors.inline import READ_TYPES, baseline_key, counters
+from audit.detectors.inline import READ_TYPES, SEARCH_PREFIX, SEARCHES, baseline_key, counters
 
 _PEAKS = """
 SELECT user_id, object_type, max(n) FROM (
@@ -20,6 +20,13 @@ SELECT user_id, object_type, max(n) FROM (
       AND object_id IS NOT NULL AND object_type = ANY(%s)
     GROUP BY 1, 2, 3
 ) per_minute GROUP BY 1, 2
+UNION ALL
+SELECT user_id, %s, max(n) FROM (
+    SELECT user_id, date_trunc('minute', created_at) AS minute, count(*) AS n
+    FROM audit_accessevent
+    WHERE created_at >= %s AND allowed AND action LIKE %s AND user_id IS NOT NULL
+    GROUP BY 1, 2
+) searches_per_minute GROUP BY 1
 """
 
 
@@ -27,11 +34,11 @@ def read_baselines_refresh() -> int:
     """Recompute every user's peaks; returns how many users have one."""
     since = timezone.now() - timedelta(days=settings.MONITOR_BASELINE_DAYS)
     with connection.cursor() as cursor:
-        cursor.execute(_PEAKS, [since, list(READ_TYPES)])
+        cursor.execute(_PEAKS, [since, list(READ_TYPES), SEARCHES, since, f"{SEARCH_PREFIX}%"])
         rows = cursor.fetchall()
     peaks: dict[int, dict[str, int]] = {}
-    for user_id, object_type, peak in rows:
-        peaks.setdefault(user_id, {})[READ_TYPES[object_type]] = peak
+    for user_id, what, peak in rows:
+        peaks.setdefault(user_id, {})[READ_TYPES.get(what, what)] = peak
     # Two hourly runs' worth: a missed run leaves the old baseline, not none.
     ttl = 2 * 3600
     counters().put(

@@ -32,6 +32,10 @@ READ_TYPES = {"inbox.conversation": "conversations", "inbox.contact": "contacts"
 # What a probe is refused: an id the loaders would not open. A refused module check (may
 # she see this contact's invoices?) or action (may she export?) only decides what a page shows.
 PROBED_TYPES = frozenset({*READ_TYPES, "inbox.inbox"})
+# A searched list page records "search:N" (policy.record_listing): how often a user
+# searches is counted, whatever each search found.
+SEARCH_PREFIX = "search:"
+SEARCHES = "searches"
 
 
 def baseline_key(user_id: int) -> str:
@@ -92,6 +96,12 @@ def counters() -> Counters:
     return RedisCounters() if settings.REDIS_URL else _process_counters
 
 
+def own_threshold(peak: int, *, factor: float, floor: int, ceiling: int) -> int:
+    """Past this is unusual for the user: their own peak times the factor, never below the
+    floor (a quiet history is not a hair trigger), never above the ceiling for everyone."""
+    return min(max(floor, int(peak * factor)), ceiling)
+
+
 @dataclass(frozen=True)
 class Baseline:
     """The user's busiest minute of the last MONITOR_BASELINE_DAYS (audit.detectors.baselines)."""
@@ -99,8 +109,20 @@ class Baseline:
     peaks: dict[str, int]
 
     def threshold(self, what: str) -> int:
-        own = int(self.peaks.get(what, 0) * settings.MONITOR_BULK_READ_FACTOR)
-        return min(max(settings.MONITOR_BULK_READ_FLOOR, own), settings.MONITOR_BULK_READ_CEILING)
+        return own_threshold(
+            self.peaks.get(what, 0),
+            factor=settings.MONITOR_BULK_READ_FACTOR,
+            floor=settings.MONITOR_BULK_READ_FLOOR,
+            ceiling=settings.MONITOR_BULK_READ_CEILING,
+        )
+
+    def search_threshold(self) -> int:
+        return own_threshold(
+            self.peaks.get(SEARCHES, 0),
+            factor=settings.MONITOR_BULK_READ_FACTOR,
+            floor=settings.MONITOR_SEARCH_FLOOR,
+            ceiling=settings.MONITOR_SEARCH_CEILING,
+        )
 
 
 def _parse_baseline(raw: Any) -> Baseline:
@@ -125,12 +147,13 @@ def access_events_score(events: Sequence[AccessEvent]) -> None:
 
 
 def _rows_read(event: AccessEvent) -> int:
-    """Rows an API token was shown: a page of a list ("list:50") or one object."""
+    """Rows an API token was shown: a page of a list ("list:50", "search:50") or one object."""
     if not event.allowed:
         return 0
-    if event.action.startswith("list:"):
-        count = event.action.removeprefix("list:")
-        return int(count) if count.isdigit() else 0
+    for prefix in ("list:", SEARCH_PREFIX):
+        if event.action.startswith(prefix):
+            count = event.action.removeprefix(prefix)
+            return int(count) if count.isdigit() else 0
     return 1 if event.action == "view" else 0
 
 
@@ -138,9 +161,12 @@ def _score(events: Sequence[AccessEvent]) -> None:
     reads: dict[tuple[int, str], set[int]] = defaultdict(set)
     denied: dict[int, set[tuple[str, int]]] = defaultdict(set)
     token_rows: dict[tuple[int, int], int] = defaultdict(int)
+    searches: dict[int, int] = defaultdict(int)
     for event in events:
         if event.api_token_id is not None and event.user_id is not None:
             token_rows[(event.api_token_id, event.user_id)] += _rows_read(event)
+        if event.user_id is not None and event.allowed and event.action.startswith(SEARCH_PREFIX):
+            searches[event.user_id] += 1
         if event.user_id is None or event.object_id is None:
             continue
         if event.action != "view" or event.object_type not in PROBED_TYPES:
@@ -150,7 +176,7 @@ def _score(events: Sequence[AccessEvent]) -> None:
         elif event.object_type in READ_TYPES:
             reads[(event.user_id, READ_TYPES[event.object_type])].add(event.object_id)
     token_rows = {key: rows for key, rows in token_rows.items() if rows}
-    if not reads and not denied and not token_rows:
+    if not reads and not denied and not token_rows and not searches:
         return
     minute = int(time.time() // 60)
     increments: dict[str, int] = {}
@@ -160,7 +186,9 @@ def _score(events: Sequence[AccessEvent]) -> None:
         increments[_counter_key(user_id, "denied", minute)] = len(objects)
     for (token_id, _), rows in token_rows.items():
         increments[_counter_key(token_id, "token_rows", minute)] = rows
-    users = sorted({user_id for user_id, _ in reads} | set(denied))
+    for user_id, count in searches.items():
+        increments[_counter_key(user_id, SEARCHES, minute)] = count
+    users = sorted({user_id for user_id, _ in reads} | set(denied) | set(searches))
     totals, raw_baselines = counters().add(increments, [baseline_key(user_id) for user_id in users])
     baselines = dict(zip(users, map(_parse_baseline, raw_baselines), strict=True))
     for (user_id, what), ids in reads.items():
@@ -171,6 +199,8 @@ def _score(events: Sequence[AccessEvent]) -> None:
         _check_denied(user_id, totals[key], len(objects), sorted(objects)[-10:])
     for (token_id, user_id), rows in token_rows.items():
         _check_token(token_id, user_id, totals[_counter_key(token_id, "token_rows", minute)], rows)
+    for user_id, count in searches.items():
+        _check_searches(user_id, totals[_counter_key(user_id, SEARCHES, minute)], count, baselines[user_id])
 
 
 def _crossed(total: int, added: int, threshold: int) -> bool:
@@ -200,6 +230,37 @@ def _check_reads(user_id: int, what: str, total: int, added: int, baseline: Base
                 "own_peak_per_minute": baseline.peaks.get(what, 0),
                 "factor": settings.MONITOR_BULK_READ_FACTOR,
                 "floor": settings.MONITOR_BULK_READ_FLOOR,
+                "ceiling": ceiling,
+                "threshold": threshold,
+                "days": settings.MONITOR_BASELINE_DAYS,
+            },
+        )
+    )
+
+
+def _check_searches(user_id: int, total: int, added: int, baseline: Baseline) -> None:
+    """Search after search: how a pull finds what to open, or maps who is a customer."""
+    threshold = baseline.search_threshold()
+    ceiling = settings.MONITOR_SEARCH_CEILING
+    if _crossed(total, added, ceiling):
+        severity = AlertSeverity.HIGH
+    elif threshold < ceiling and _crossed(total, added, threshold):
+        severity = AlertSeverity.MEDIUM
+    else:
+        return
+    alert_raise(
+        Finding(
+            kind=AlertKind.SEARCH_BURST,
+            severity=severity,
+            score=min(100, 50 + 50 * total // max(1, 2 * ceiling)),
+            pattern=SEARCHES,
+            user_id=user_id,
+            summary=f"{total} searches within a minute (threshold {threshold}).",
+            evidence={"searches_per_minute": total},
+            baseline={
+                "own_peak_per_minute": baseline.peaks.get(SEARCHES, 0),
+                "factor": settings.MONITOR_BULK_READ_FACTOR,
+                "floor": settings.MONITOR_SEARCH_FLOOR,
                 "ceiling": ceiling,
                 "threshold": threshold,
                 "days": settings.MONITOR_BASELINE_DAYS,

@@ -36,13 +36,13 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
-from channels_app.common.inbound import sniff
+from channels_app.common.inbound import RAW_SCRUBBED_NOTE, Redactor, email_raw_scrub, sniff
 from channels_app.common.outbound import ReadyReply
 from channels_app.email import parse as email_parse
 from channels_app.email import selectors, smtp
 from channels_app.email.imap import Mailbox, MailboxError, SizeInfo
 from channels_app.email.models import EmailChannel, InboundEmail
-from inbox import events
+from inbox import dlp, events
 from inbox.models import Attachment, ChannelKind, Contact, Inbox, Message, Note
 from inbox.services import (
     InboundMessage,
@@ -368,6 +368,8 @@ def _process_pending(channel: EmailChannel, lease: _Lease, result: IngestResult)
             if email is not None:
                 senders.setdefault(email.from_address, email.from_name)
         contacts = _contacts_resolve(senders)
+        # The rules the ingest redacts by, for the raw copies of what it redacted.
+        redact = dlp.inbound_redactor(inbox_id=channel.inbox_id)
         with transaction.atomic():
             # Rows a concurrent run got to first are left to it.
             mine = set(
@@ -379,7 +381,7 @@ def _process_pending(channel: EmailChannel, lease: _Lease, result: IngestResult)
             for row in done:
                 email = parsed[row.pk]
                 if email is not None:
-                    _import(channel, row, email, contacts[email.from_address])
+                    _import(channel, row, email, contacts[email.from_address], redact)
                 if row.status == Status.IMPORTED:
                     result.imported += 1
                 else:
@@ -424,7 +426,11 @@ def _parse(row: InboundEmail) -> email_parse.ParsedEmail | None:
 
 
 def _import(
-    channel: EmailChannel, row: InboundEmail, parsed: email_parse.ParsedEmail, contact: Contact
+    channel: EmailChannel,
+    row: InboundEmail,
+    parsed: email_parse.ParsedEmail,
+    contact: Contact,
+    redact: Redactor | None,
 ) -> None:
     """Turn a parsed message into a conversation message, or quarantine it with the reason.
 
@@ -434,6 +440,7 @@ def _import(
     try:
         with transaction.atomic():
             row.message = _message_store(channel, parsed, bytes(row.raw), contact)
+            scrubbed = _raw_scrub(row, parsed, redact)
     except (DataError, IntegrityError) as exc:
         logger.warning("email %s refused by the database: %s", row.pk, type(exc).__name__)
         row.status, row.reason = (
@@ -441,7 +448,26 @@ def _import(
             f"The database refused the message ({type(exc).__name__}).",
         )
         return
-    row.status, row.reason = Status.IMPORTED, "\n".join(parsed.notes)
+    row.status, row.reason = (
+        Status.IMPORTED,
+        "\n".join([*parsed.notes, *([RAW_SCRUBBED_NOTE] if scrubbed else [])]),
+    )
+
+
+def _raw_scrub(row: InboundEmail, parsed: email_parse.ParsedEmail, redact: Redactor | None) -> bool:
+    """Redaction at ingest kept a card's original out of the message (stored otherwise than
+    parsed, or a subject it changed); the mail as it came still holds it, and the row its
+    subject. Both are scrubbed the same way, in the transaction that stored the message. The
+    bytes are written alone: the batch's update leaves them alone."""
+    message = row.message
+    if message is None or redact is None:
+        return False
+    row.subject = redact(row.subject)
+    if message.text == parsed.text and message.html == parsed.html and row.subject == parsed.subject:
+        return False
+    InboundEmail.objects.filter(pk=row.pk).update(raw=email_raw_scrub(bytes(row.raw), redact=redact))
+    logger.info("inbound email scrubbed", extra={"inbound_email_id": row.pk, "channel_id": row.channel_id})
+    return True
 
 
 def _message_store(

@@ -34,7 +34,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from audit.services import Kind, Severity, client_ip, security_event_record
-from channels_app.common.inbound import attachment_build, sniff
+from channels_app.common.inbound import RAW_SCRUBBED_NOTE, attachment_build, sniff, webhook_body_scrub
 from channels_app.common.outbound import ReadyReply
 from channels_app.common.provider_http import ProviderError, TooLarge
 from channels_app.common.retry import backoff_ceiling
@@ -52,6 +52,7 @@ from channels_app.webhooks.items import (
 )
 from channels_app.webhooks.models import InboundEvent, SocialChannel, VerificationMode
 from channels_app.webhooks.registry import PROVIDERS
+from inbox import dlp
 from inbox.models import Attachment, ChannelKind, Message
 from inbox.services import (
     InboundMessage,
@@ -219,6 +220,8 @@ class Processed:
     handled: int = 0
     skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # A message of the event was stored redacted (inbound DLP): its raw copy must follow.
+    redacted: bool = False
 
 
 @dataclass
@@ -362,6 +365,8 @@ def _apply_event(
             outcome = Processed()
             for item in ready.items:
                 _apply(provider, channel, item, ready.media, outcome, attempt=ready.event.attempts)
+            if outcome.redacted:
+                _event_body_scrub(provider, channel, ready.event, outcome)
         if outcome.handled:
             status, reason = EventStatus.PROCESSED, "\n".join(outcome.notes + outcome.skipped)
         else:
@@ -377,6 +382,21 @@ def _apply_event(
     except Exception as exc:  # one bad event must not fail its batch or block the channel
         logger.exception("inbound event %s: processing failed", ready.event.pk)
         _event_finish(ready.event.pk, EventStatus.FAILED, f"Processing failed: {type(exc).__name__}.")
+
+
+def _event_body_scrub(
+    provider: WebhookProvider, channel: SocialChannel, event: InboundEvent, outcome: Processed
+) -> None:
+    """Redaction at ingest kept a card's original out of the message; the delivery as it
+    came still holds it. Scrubbed the same way, in the transaction that stored the message,
+    so the original is committed nowhere past processing."""
+    redact = dlp.inbound_redactor(inbox_id=channel.inbox_id)
+    if redact is None:
+        return
+    body = webhook_body_scrub(bytes(event.body), content_type=provider.content_type, redact=redact)
+    InboundEvent.objects.filter(pk=event.pk).update(body=body)
+    outcome.notes.append(RAW_SCRUBBED_NOTE)
+    logger.info("inbound event scrubbed", extra={"event_id": event.pk, "channel_id": channel.pk})
 
 
 def _retry_later(event: InboundEvent, reason: str, result: DrainResult, now: datetime) -> None:
@@ -498,6 +518,8 @@ def _message_store(
             attachment.message = recorded.message
         Attachment.objects.bulk_create(attachments)
     outcome.notes += notes
+    # Stored otherwise than it came: redacted at ingest (a replay finds the redacted one).
+    outcome.redacted |= recorded.message.text != text
 
 
 # A status only moves forward; "failed" yields to a later delivery report (a customer

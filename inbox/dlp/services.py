@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -133,6 +134,20 @@ def inbound_redact(*, inbox: Inbox, text: str, html: str, subject: str) -> Redac
     html, _ = _redacted(html, rules)
     subject, _ = _redacted(subject, rules)
     return Redaction(text, html, subject, tuple(found))
+
+
+def inbound_redactor(*, inbox_id: int) -> Callable[[str], str] | None:
+    """What scrubs a channel's raw copy of a delivery the way its message was redacted: the
+    inbox's enforced redaction rules, applied to one text. None when none is enforced (in
+    monitor mode the message keeps its text, and so does the raw copy)."""
+    rules = [
+        rule
+        for rule in selectors.rules_for(inbox_id=inbox_id, target=Target.INBOUND)
+        if rule.mode == DlpRule.Mode.ENFORCE
+    ]
+    if not rules:
+        return None
+    return lambda text: _redacted(text, rules)[0]
 
 
 def inbound_findings_record(redaction: Redaction, *, message: Message) -> None:

@@ -60,6 +60,8 @@ def _authenticator(persistent_id: str | None, idp_assurance: str | None) -> str 
     # A session the company's IdP verified is as strong as the IdP's acr/amr said.
     if persistent_id.startswith("accounts.identityproviderdevice/"):
         return idp_assurance or "other"
+    if persistent_id.startswith("accounts.passkey/"):
+        return "passkey"
     if persistent_id.startswith("otp_totp."):
         return "totp"
     if persistent_id.startswith("otp_static."):

@@ -102,10 +102,11 @@ def sees(user: User, conversation: Conversation) -> bool:
     return _decide(AccessContext(user=user), Action.VIEW, conversation)
 
 
-def record_listing(ctx: AccessContext, model: type[Model], count: int) -> None:
+def record_listing(ctx: AccessContext, model: type[Model], count: int, *, searched: bool = False) -> None:
     """Record that the caller was shown a page of `count` objects: browsing is an access
-    too, and rapid or wide browsing is what a data pull looks like."""
-    _record(ctx, model._meta.label_lower, None, f"list:{count}", True)
+    too, and rapid or wide browsing is what a data pull looks like. A searched page is
+    "search:N", so search bursts are told apart from paging."""
+    _record(ctx, model._meta.label_lower, None, f"{'search' if searched else 'list'}:{count}", True)
 
 
 def can_view_billing(ctx: AccessContext, contact: Contact) -> bool:

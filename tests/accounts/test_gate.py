@@ -38,6 +38,7 @@ ALLOWED_PASSWORD_ONLY = ALLOWED_ANONYMOUS | {
     "accounts:enroll",
     "accounts:logout",
     "accounts:device_refresh",
+    "accounts:passkey_assertion_options",
 }
 
 
@@ -133,7 +134,7 @@ def _socket_urls() -> list[str]:
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_sockets_refuse_unverified_sessions(make_user: Any) -> None:
+async def test_sockets_refuse_unverified_sessions(make_user: Any, role_groups: None) -> None:
     from asgiref.sync import sync_to_async
 
     routes = [*agent_websocket_urlpatterns, path("ws/probe/", _Probe.as_asgi())]

@@ -18,7 +18,7 @@ from inbox.models import ChannelKind, Inbox, Module, Team
 from tests.audit.monitoring import monitoring_keys_clear, respond
 from tests.audit.test_alerts import finding
 from tests.inbox.conftest import grant_inbox
-from tests.livechat.conftest import agent_socket, closed_sockets, db, role_groups  # noqa: F401  # fixtures
+from tests.livechat.conftest import agent_socket, closed_sockets, db  # noqa: F401  # fixtures
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("role_groups")]
 

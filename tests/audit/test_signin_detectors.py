@@ -21,7 +21,7 @@ from audit.models import SecurityEvent
 from audit.services import security_event_record
 from inbox.policy import AccessContext
 from tests.audit.monitoring import clock_at, monitoring_keys_clear, respond
-from tests.channels.conftest import celery_worker, role_groups  # noqa: F401  # fixtures used by name
+from tests.channels.conftest import celery_worker  # noqa: F401  # fixture used by name
 from tests.conftest import PASSWORD
 
 pytestmark = [

@@ -27,9 +27,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from django.conf import LazySettings
-from django.contrib.auth.models import Group
 
-from accounts import roles
 from channels_app.models import EmailChannel, Security
 from inbox.models import ChannelKind, Inbox, Module
 
@@ -312,13 +310,6 @@ def celery_worker() -> Iterator[Any]:
             yield worker
         finally:
             _running_worker.clear()
-
-
-@pytest.fixture
-def role_groups(transactional_db: Any) -> None:
-    """The role groups, which a transactional test's flush removed with the migrations' data."""
-    for role in roles.ROLE_PERMISSIONS:
-        Group.objects.get_or_create(name=role)
 
 
 # --- Channels -----------------------------------------------------------------------------

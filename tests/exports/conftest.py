@@ -12,7 +12,7 @@ from django.test import Client
 
 from accounts import roles
 from accounts.models import User
-from tests.channels.conftest import celery_worker, role_groups  # noqa: F401  # fixtures used by name
+from tests.channels.conftest import celery_worker  # noqa: F401  # fixture used by name
 from tests.inbox.conftest import grant_inbox, segments  # noqa: F401  # fixture used by name
 
 EXPORT_PERMS = ("view_inbox", "export_inbox")

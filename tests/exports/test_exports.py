@@ -351,7 +351,11 @@ def test_an_export_runs_on_the_worker_with_progress(
     )
     job = ExportJob.objects.get()
     page = client.get("/exports/").content.decode()
-    assert f'data-progress-url="/exports/{job.pk}/progress/"' in page and "<progress" in page
+    assert "<progress" in page
+    # A worker already warm may have finished the five rows before the page was drawn: then
+    # the row offers the file instead of polling for progress.
+    polling = f'data-progress-url="/exports/{job.pk}/progress/"' in page
+    assert polling or f"/exports/{job.pk}/download/" in page
 
     deadline = time.monotonic() + 30
     progress = client.get(f"/exports/{job.pk}/progress/").json()

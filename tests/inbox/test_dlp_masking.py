@@ -4,17 +4,21 @@ second factor."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import User
 from audit.models import AccessEvent
 from inbox.dlp.masking import mask_handle, mask_name, mask_text
 from inbox.models import Contact, ContactIdentity, Conversation, Message
+from tests.conftest import totp_of
 from tests.inbox.conftest import Segments, grant_inbox
 
 pytestmark = pytest.mark.django_db
@@ -147,3 +151,101 @@ def test_agent_socket_events_carry_ids_not_personal_data() -> None:
     for payload in get_args(InboxEventPayload):
         fields = get_type_hints(payload)
         assert not {"text", "name", "handle", "subject", "sender_name"} & fields.keys(), payload
+
+
+# --- The agent pages ----------------------------------------------------------------------
+
+HTMX = {"HTTP_HX_REQUEST": "true"}
+RAW = ("23456789", "jane.doe@", "4111 1111 1111 1111", "Jane Doe")
+
+
+def _pages(client: Client, conversation: Conversation) -> dict[str, str]:
+    """The list and the conversation, each as a pane in place and as a whole page."""
+    list_url = reverse("inbox:list")
+    conversation_url = reverse("inbox:conversation", kwargs={"conversation_id": conversation.pk})
+    answers = {
+        "list pane": client.get(list_url, **HTMX),  # type: ignore[arg-type]  # extra headers
+        "list page": client.get(list_url),
+        "conversation pane": client.get(conversation_url, **HTMX),  # type: ignore[arg-type]
+        "conversation page": client.get(conversation_url),
+    }
+    assert {name: answer.status_code for name, answer in answers.items()} == dict.fromkeys(answers, 200)
+    return {name: answer.content.decode() for name, answer in answers.items()}
+
+
+def test_the_pages_mask_for_a_role_without_view_pii(
+    customer: Conversation, trainee: User, verified_client: Callable[[User], Client]
+) -> None:
+    """A stolen session of an outsourced-tier agent: the whole workspace, list and thread, as
+    panes and as pages, shows no name, handle, number or address in the clear."""
+    Conversation.objects.filter(pk=customer.pk).update(subject="Card 4111 1111 1111 1111, call me")
+    pages = _pages(verified_client(trainee), customer)
+    for name, html in pages.items():
+        assert not [raw for raw in RAW if raw in html], name
+    for name in ("list pane", "list page"):
+        assert "J••• D•••" in pages[name] and "+49 •••••••••89" in pages[name], name
+        assert "Card 4111 11•• •••• 1111, call me" in pages[name], name
+    for name in ("conversation pane", "conversation page"):
+        html = pages[name]
+        assert "+49 •••••••••89" in html and "j•••••••@example.org" in html, name
+        message = customer.messages.get()
+        assert f'data-reveal-url="/api/v1/conversations/{customer.pk}/messages/{message.pk}/reveal/"' in html
+        assert f'data-reveal-url="/api/v1/contacts/{customer.contact_id}/reveal/"' in html
+        assert "data-reveal-step-up" in html, name
+    assert "<title>Card 4111 11•• •••• 1111, call me" in pages["conversation page"]
+
+
+def test_a_snippet_is_masked_before_it_is_cut(
+    customer: Conversation, trainee: User, verified_client: Callable[[User], Client]
+) -> None:
+    """Cut first, a card across the 140th character would lose its last digits, fail Luhn and
+    show its first thirteen in the clear."""
+    text = "x" * 120 + " card 4111 1111 1111 1111"
+    Message.objects.filter(conversation=customer).update(text=text)
+    html = verified_client(trainee).get(reverse("inbox:list")).content.decode()
+    assert "4111 11••" in html and "4111 1111" not in html
+
+
+def test_the_pages_show_everything_to_a_role_with_view_pii(
+    customer: Conversation, segments: Segments, verified_client: Callable[[User], Client]
+) -> None:
+    pages = _pages(verified_client(segments.support_agent), customer)
+    for name in ("conversation pane", "conversation page"):
+        html = pages[name]
+        assert "+49 151 23456789" in html and "jane.doe@example.org" in html and "Jane Doe" in html, name
+        assert "data-reveal-url" not in html and "data-reveal-step-up" not in html, name
+    assert "Jane Doe" in pages["list pane"] and "+49 151 23456789" in pages["list pane"]
+
+
+def test_the_pages_reveal_control_is_recorded_and_asks_for_a_fresh_factor(
+    customer: Conversation, trainee: User, verified_client: Callable[[User], Client]
+) -> None:
+    client = verified_client(trainee)
+    conversation_url = reverse("inbox:conversation", kwargs={"conversation_id": customer.pk})
+    html = client.get(conversation_url).content.decode()
+    message_url, contact_url = re.findall(r'data-reveal-url="([^"]+)"', html)
+    assert client.post(message_url).json()["text"] == PRIVATE
+    assert client.post(contact_url).json()["name"] == "Jane Doe"
+    session = client.session
+    session["portcullis_otp_verified_at"] = timezone.now().timestamp() - 3600
+    session.save()
+    assert client.post(message_url).json()["code"] == "step_up_required"
+    # The page's step-up form takes a code and comes back to this conversation by a page
+    # load, where Reveal works again.
+    assert f'name="step_up_next" value="{conversation_url}"' in html
+    assert 'name="step_up_method" value="GET"' in html
+    code = totp_of(TOTPDevice.objects.get(user=trainee, confirmed=True)).now()
+    confirmed = client.post(
+        reverse("accounts:step_up"),
+        {"step_up_next": conversation_url, "step_up_method": "GET", "token": code},
+    )
+    assert (confirmed.status_code, confirmed["Location"]) == (303, conversation_url)
+    assert client.post(message_url).status_code == 200
+    message_id = customer.messages.get().pk
+    events = AccessEvent.objects.filter(user_id=trainee.pk, action="reveal").order_by("pk")
+    assert [(e.object_type, e.object_id, e.allowed) for e in events] == [
+        ("inbox.message", message_id, True),
+        ("inbox.contact", customer.contact_id, True),
+        ("inbox.message", message_id, False),
+        ("inbox.message", message_id, True),
+    ]

@@ -14,7 +14,6 @@ import pytest
 from channels.db import database_sync_to_async as db
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
-from django.contrib.auth.models import Group
 from django.core.cache import cache
 from django.test import Client
 
@@ -62,13 +61,6 @@ class Chat:
     agent: User
     other_inbox: Inbox
     other_agent: User
-
-
-@pytest.fixture
-def role_groups(transactional_db: Any) -> None:
-    """The role groups, which a transactional test's flush removed with the migrations' data."""
-    for role in roles.ROLE_PERMISSIONS:
-        Group.objects.get_or_create(name=role)
 
 
 @pytest.fixture

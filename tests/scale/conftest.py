@@ -17,7 +17,7 @@ import redis
 from tests.browser import free_port
 
 # The live chat world (an inbox, its widget channel, agents in teams) for the cross-process test.
-from tests.livechat.conftest import chat, role_groups  # noqa: F401
+from tests.livechat.conftest import chat  # noqa: F401
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 

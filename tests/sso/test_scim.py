@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
+from unittest import mock
 
 import pytest
 from django.contrib.auth.models import Group
@@ -247,3 +248,48 @@ def test_bad_input_is_a_scim_400_never_a_500(scim_token: str) -> None:
     )
     assert _send(client, "patch", f"Users/{user_id}", {"Operations": "nope"}).status_code == 400
     assert _send(client, "post", "Groups", {"displayName": ""}).status_code == 400
+
+
+def test_deactivation_revokes_the_tokens_set_to_go_with_the_person(
+    scim_token: str, make_user: Callable[..., User]
+) -> None:
+    client = scim(scim_token)
+    user = User.objects.get(pk=int(_new_user(client)["id"]))
+    crm = make_user(username="crm-of-dana", enrolled=False, is_service_account=True)
+    expires = timezone.now() + timedelta(days=30)
+    theirs = tokens.token_issue(
+        name="Dana's CRM", user=crm, inbox_ids=[], can_write=False, expires_at=expires, revoked_with=user
+    )
+    # A token not set to go with the person stays: revocation is where configured only.
+    shared = tokens.token_issue(name="Team CRM", user=crm, inbox_ids=[], can_write=False, expires_at=expires)
+    assert scim(theirs.plaintext).get("/api/v1/conversations/").status_code == 200
+
+    with (
+        mock.patch("accounts.scim.services.tokens_revoke", side_effect=RuntimeError("database gone")),
+        pytest.raises(RuntimeError),
+    ):
+        _send(
+            client,
+            "patch",
+            f"Users/{user.pk}",
+            {"Operations": [{"op": "replace", "value": {"active": False}}]},
+        )
+    # One transaction: a revocation that fails leaves the person active, not half offboarded.
+    assert User.objects.get(pk=user.pk).is_active
+
+    response = _send(
+        client, "patch", f"Users/{user.pk}", {"Operations": [{"op": "replace", "value": {"active": False}}]}
+    )
+
+    assert response.status_code == 200
+    assert ApiToken.objects.get(pk=theirs.token.pk).revoked_at is not None
+    assert ApiToken.objects.get(pk=shared.token.pk).revoked_at is None
+    refused = scim(theirs.plaintext).get("/api/v1/conversations/")
+    assert refused.status_code == 401
+    assert scim(shared.plaintext).get("/api/v1/conversations/").status_code == 200
+    revoked = SecurityEvent.objects.get(kind=SecurityEvent.Kind.API_TOKEN_REVOKED)
+    assert revoked.detail["token_id"] == theirs.token.pk
+    deactivated = SecurityEvent.objects.get(
+        kind=SecurityEvent.Kind.CHANGE_APPLIED, detail__scim="deactivated"
+    )
+    assert deactivated.detail["tokens_revoked"] == 1

@@ -21,7 +21,6 @@ from tests.livechat.conftest import Chat, agent_socket, db
 
 # The live chat fixtures (an inbox, its team and agent; Redis and sockets cleaned up).
 chat = livechat.chat
-role_groups = livechat.role_groups
 closed_sockets = livechat.closed_sockets
 fresh_redis = livechat.fresh_redis
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from channels_app.common.inbound import attachment_build
 from channels_app.webhooks.items import CallEvent, FetchedMedia, MediaRef
 from channels_app.webhooks.providers.twilio.models import CallRecord, TwilioChannel
-from inbox import events
+from inbox import dlp, events
 from inbox.models import Attachment, ChannelKind, Message
 from inbox.services import InboundMessage, inbound_message_record
 
@@ -36,7 +36,10 @@ def call_record(channel: TwilioChannel, item: CallEvent, media: Mapping[str, Fet
     if item.recording_url:
         record.recording_url, record.recording_seconds = item.recording_url, item.recording_seconds
     if item.transcription:
-        record.transcription = item.transcription
+        # It arrives after the call's message exists, so it misses the redaction at ingest:
+        # a card read into a voicemail is redacted here, before either copy stores it.
+        redact = dlp.inbound_redactor(inbox_id=channel.inbox_id)
+        record.transcription = redact(item.transcription) if redact else item.transcription
     if record.answered is None and record.call_status in UNANSWERED_STATUSES:
         record.answered = False
     text = _call_summary(record)

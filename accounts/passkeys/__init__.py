@@ -1,0 +1,1 @@
+"""Passkeys (WebAuthn) as a second factor and as the step-up factor, verified with py_webauthn."""

@@ -1,0 +1,25 @@
+"""Passkeys. Django finds this model through accounts.models."""
+
+from __future__ import annotations
+
+from django.db import models
+from django_otp.models import Device, TimestampMixin
+
+
+class Passkey(TimestampMixin, Device):
+    """A WebAuthn credential as a django-otp device, so a session it verified carries its
+    persistent id ("accounts.passkey/7") and the policy reads its strength from that. It
+    never accepts a typed code: it is verified by an assertion (accounts.passkeys.services)."""
+
+    # Annotated: django-otp's Device is untyped, so the plugin cannot infer these.
+    # base64url of the credential id the authenticator chose: how an assertion names it.
+    credential_id: models.CharField[str, str] = models.CharField(max_length=1400, unique=True)
+    public_key: models.BinaryField[bytes, bytes] = models.BinaryField()
+    sign_count: models.PositiveBigIntegerField[int, int] = models.PositiveBigIntegerField(default=0)
+    aaguid: models.CharField[str, str] = models.CharField(max_length=36, blank=True)
+    # "single_device" (bound to one authenticator) or "multi_device" (synced).
+    device_type: models.CharField[str, str] = models.CharField(max_length=16)
+    backed_up: models.BooleanField[bool, bool] = models.BooleanField(default=False)
+
+    def verify_token(self, token: str) -> bool:
+        return False
