@@ -50,6 +50,9 @@ os.environ.setdefault("SECRET_KEY", "benchmark-only-secret-key-0123456789-abcdef
 os.environ.setdefault("FIELD_ENCRYPTION_KEYS", "YmVuY2htYXJrLW9ubHktZmllbGQta2V5LTAwMDAwMDA=")
 os.environ.setdefault("HTTPS", "0")
 os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1")
+# The agents' sockets are scripted, without a browser's device key; the proof's cost has a
+# benchmark of its own (device_proof.py).
+os.environ.setdefault("DEVICE_BINDING", "off")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 import django  # noqa: E402
