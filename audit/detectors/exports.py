@@ -18,9 +18,9 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from audit.alerts.models import AlertKind, AlertSeverity
+from audit.alerts.models import AlertKind
 from audit.alerts.services import Finding, alert_raise
-from audit.detectors.inline import own_threshold
+from audit.detectors.inline import own_or_ceiling, own_threshold
 from audit.models import AccessEvent
 from inbox.exports.models import ExportJob
 from inbox.exports.selectors import QUOTA_WINDOW
@@ -81,15 +81,6 @@ def export_events_score(events: Sequence[AccessEvent]) -> None:
         logger.warning("export volume scoring failed", exc_info=True)
 
 
-def _severity(total: int, added: int, threshold: int, ceiling: int) -> AlertSeverity | None:
-    # Only the export that takes the day past a line raises: the next ones are the same day.
-    if total - added <= ceiling < total:
-        return AlertSeverity.HIGH
-    if threshold < ceiling and total - added <= threshold < total:
-        return AlertSeverity.MEDIUM
-    return None
-
-
 def _check(user_id: int, export_id: int) -> None:
     added_rows = ExportJob.objects.filter(pk=export_id).values_list("rows_total", flat=True).first() or 0
     volume = export_volume(user_id)
@@ -104,8 +95,8 @@ def _check(user_id: int, export_id: int) -> None:
     crossed = [
         severity
         for severity in (
-            _severity(volume.files, 1, files_threshold, files_ceiling),
-            _severity(volume.rows, added_rows, rows_threshold, rows_ceiling),
+            own_or_ceiling(volume.files, 1, files_threshold, files_ceiling),
+            own_or_ceiling(volume.rows, added_rows, rows_threshold, rows_ceiling),
         )
         if severity is not None
     ]

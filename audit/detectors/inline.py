@@ -207,21 +207,31 @@ def _crossed(total: int, added: int, threshold: int) -> bool:
     return total - added <= threshold < total
 
 
+def own_or_ceiling(total: int, added: int, threshold: int, ceiling: int) -> AlertSeverity | None:
+    """The severity of the event that took a count past a line — only that one raises, the
+    next ones are past it already: past the user's own pattern, medium; past the ceiling
+    (also when that is their pattern), high."""
+    if _crossed(total, added, ceiling):
+        return AlertSeverity.HIGH
+    if threshold < ceiling and _crossed(total, added, threshold):
+        return AlertSeverity.MEDIUM
+    return None
+
+
+def _rate_score(total: int, ceiling: int) -> int:
+    return min(100, 50 + 50 * total // max(1, 2 * ceiling))
+
+
 def _check_reads(user_id: int, what: str, total: int, added: int, baseline: Baseline) -> None:
     threshold = baseline.threshold(what)
     ceiling = settings.MONITOR_BULK_READ_CEILING
-    # Past their own pattern: medium; past the ceiling (also when that is their pattern): high.
-    if _crossed(total, added, ceiling):
-        severity = AlertSeverity.HIGH
-    elif threshold < ceiling and _crossed(total, added, threshold):
-        severity = AlertSeverity.MEDIUM
-    else:
+    if (severity := own_or_ceiling(total, added, threshold, ceiling)) is None:
         return
     alert_raise(
         Finding(
             kind=AlertKind.BULK_READS,
             severity=severity,
-            score=min(100, 50 + 50 * total // max(1, 2 * ceiling)),
+            score=_rate_score(total, ceiling),
             pattern=what,
             user_id=user_id,
             summary=f"{total} {what} opened within a minute (threshold {min(threshold, ceiling)}).",
@@ -242,17 +252,13 @@ def _check_searches(user_id: int, total: int, added: int, baseline: Baseline) ->
     """Search after search: how a pull finds what to open, or maps who is a customer."""
     threshold = baseline.search_threshold()
     ceiling = settings.MONITOR_SEARCH_CEILING
-    if _crossed(total, added, ceiling):
-        severity = AlertSeverity.HIGH
-    elif threshold < ceiling and _crossed(total, added, threshold):
-        severity = AlertSeverity.MEDIUM
-    else:
+    if (severity := own_or_ceiling(total, added, threshold, ceiling)) is None:
         return
     alert_raise(
         Finding(
             kind=AlertKind.SEARCH_BURST,
             severity=severity,
-            score=min(100, 50 + 50 * total // max(1, 2 * ceiling)),
+            score=_rate_score(total, ceiling),
             pattern=SEARCHES,
             user_id=user_id,
             summary=f"{total} searches within a minute (threshold {threshold}).",
