@@ -10,11 +10,10 @@ from django.conf import settings
 from django.db import transaction
 from django.http import Http404
 
-from audit.services import access_event_record
 from inbox.dlp import selectors
 from inbox.dlp.scanner import Finding, Target, Verdict, judge, masked_copy, scan
 from inbox.models import Contact, Conversation, DlpFinding, DlpRule, Inbox, Message, Note
-from inbox.policy import AccessContext, StepUpRequired
+from inbox.policy import AccessContext, StepUpRequired, access_record
 from inbox.policy.decisions import STEP_UP_MESSAGE
 
 logger = logging.getLogger(__name__)
@@ -176,16 +175,7 @@ def pii_reveal(*, ctx: AccessContext, obj: Message | Contact) -> None:
     own, recorded, and one that needs a fresh second factor where PII_REVEAL_STEP_UP."""
     object_type = obj._meta.label_lower
     allowed = not settings.PII_REVEAL_STEP_UP or ctx.step_up_fresh
-    access_event_record(
-        user_id=ctx.user.pk,
-        session_id=ctx.session_id,
-        api_token_id=ctx.api_token.pk if ctx.api_token else None,
-        ip_address=ctx.ip_address,
-        object_type=object_type,
-        object_id=obj.pk,
-        action="reveal",
-        allowed=allowed,
-    )
+    access_record(ctx, object_type, obj.pk, "reveal", allowed)
     if not allowed:
         raise StepUpRequired(STEP_UP_MESSAGE)
     logger.info("pii revealed", extra={"user_id": ctx.user.pk, "object": f"{object_type}:{obj.pk}"})

@@ -19,7 +19,6 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from accounts.models import User
-from audit.services import access_event_record
 from inbox import policy
 from inbox.exports import selectors
 from inbox.exports.formats import WRITERS, Watermark
@@ -51,16 +50,7 @@ class _Stopped(Exception):
 
 
 def _record(ctx: AccessContext, job_id: int | None, action: str, allowed: bool) -> None:
-    access_event_record(
-        user_id=ctx.user.pk,
-        session_id=ctx.session_id,
-        api_token_id=ctx.api_token.pk if ctx.api_token else None,
-        ip_address=ctx.ip_address,
-        object_type=OBJECT_TYPE,
-        object_id=job_id,
-        action=action,
-        allowed=allowed,
-    )
+    policy.access_record(ctx, OBJECT_TYPE, job_id, action, allowed)
 
 
 def _frozen_message(freeze: ExportFreeze) -> str:

@@ -48,7 +48,11 @@ def _decide(ctx: AccessContext, action: Action, obj: Model) -> bool:
     return False
 
 
-def _record(ctx: AccessContext, object_type: str, object_id: int | None, action: str, allowed: bool) -> None:
+def access_record(
+    ctx: AccessContext, object_type: str, object_id: int | None, action: str, allowed: bool
+) -> None:
+    """One access event in the caller's name, for decisions made outside a loader (an
+    export's steps, a reveal)."""
     access_event_record(
         user_id=ctx.user.pk,
         session_id=ctx.session_id,
@@ -80,7 +84,7 @@ def _apply_rules(ctx: AccessContext, action: Action, obj: Model) -> bool:
     fresh second factor is missing (recorded as refused until it is given)."""
     verdict = rules_verdict(ctx, action, obj)
     if verdict.effect == "step_up":
-        _record(ctx, obj._meta.label_lower, obj.pk, action.value, False)
+        access_record(ctx, obj._meta.label_lower, obj.pk, action.value, False)
         raise StepUpRequired(STEP_UP_MESSAGE, verdict.rule_ids)
     return verdict.effect == "allow"
 
@@ -89,7 +93,7 @@ def can(ctx: AccessContext, action: Action, obj: Model) -> bool:
     """May the caller do `action` to `obj`? Deny by default; every answer is recorded.
     Raises StepUpRequired where a rule asks for a fresh second factor."""
     allowed = _decide(ctx, action, obj) and _apply_rules(ctx, action, obj)
-    _record(ctx, obj._meta.label_lower, obj.pk, action.value, allowed)
+    access_record(ctx, obj._meta.label_lower, obj.pk, action.value, allowed)
     return allowed
 
 
@@ -106,7 +110,7 @@ def record_listing(ctx: AccessContext, model: type[Model], count: int, *, search
     """Record that the caller was shown a page of `count` objects: browsing is an access
     too, and rapid or wide browsing is what a data pull looks like. A searched page is
     "search:N", so search bursts are told apart from paging."""
-    _record(ctx, model._meta.label_lower, None, f"{'search' if searched else 'list'}:{count}", True)
+    access_record(ctx, model._meta.label_lower, None, f"{'search' if searched else 'list'}:{count}", True)
 
 
 def can_view_billing(ctx: AccessContext, contact: Contact) -> bool:
@@ -117,7 +121,7 @@ def can_view_billing(ctx: AccessContext, contact: Contact) -> bool:
         and ctx.user.has_perm(BILLING_PERMISSION)
         and visible_contacts(ctx).filter(pk=contact.pk).exists()
     )
-    _record(ctx, "inbox.invoice", contact.pk, Action.VIEW.value, allowed)
+    access_record(ctx, "inbox.invoice", contact.pk, Action.VIEW.value, allowed)
     return allowed
 
 
@@ -164,7 +168,7 @@ def _load(ctx: AccessContext, model: type[Model], obj_id: object, action: Action
     obj = _VISIBLE[model](ctx).filter(pk=pk).first() if pk is not None else None
     if obj is not None and not _apply_rules(ctx, Action.VIEW, obj):
         obj = None  # a rule closes it: as invisible as another segment's
-    _record(ctx, model._meta.label_lower, pk, Action.VIEW.value, obj is not None)
+    access_record(ctx, model._meta.label_lower, pk, Action.VIEW.value, obj is not None)
     if obj is None:
         raise Http404
     if action is not Action.VIEW and not can(ctx, action, obj):
@@ -197,7 +201,7 @@ def access_attachment(ctx: AccessContext, conversation_id: object, attachment_id
     pk = _pk(attachment_id)
     in_conversation = Attachment.objects.filter(message__conversation=conversation)
     attachment = in_conversation.filter(pk=pk).first() if pk is not None else None
-    _record(ctx, Attachment._meta.label_lower, pk, "download", attachment is not None)
+    access_record(ctx, Attachment._meta.label_lower, pk, "download", attachment is not None)
     if attachment is None:
         raise Http404
     return attachment

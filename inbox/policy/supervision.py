@@ -28,7 +28,7 @@ from inbox.models import (
 )
 from inbox.policy import rules
 from inbox.policy.context import AccessContext, Action
-from inbox.policy.decisions import _apply_rules, _record
+from inbox.policy.decisions import _apply_rules, access_record
 from inbox.policy.grants import _granted_ids, _inbox_condition, _live, _teams_of, _user_usable
 
 MANAGE_TEAM_CODENAME = "manage_team"
@@ -127,7 +127,7 @@ def can_manage(ctx: AccessContext, obj: Model) -> bool:
     """May the caller supervise `obj` (an inbox, a conversation's grants, a team, an
     account)? Recorded like every other decision."""
     allowed = _decide_manage(ctx, obj) and _apply_rules(ctx, Action.MANAGE, obj)
-    _record(ctx, obj._meta.label_lower, obj.pk, Action.MANAGE.value, allowed)
+    access_record(ctx, obj._meta.label_lower, obj.pk, Action.MANAGE.value, allowed)
     return allowed
 
 
