@@ -298,6 +298,19 @@ def test_step_up_on_a_page_asks_inline_and_continues_the_post(
     assert RuleDecision.objects.filter(outcome="step_up").exists()
 
 
+@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/reply/", "/\\evil.example/"])
+def test_the_step_up_continues_only_to_a_local_path(
+    segments: Segments, verified_client: Any, totp: Any, target: str
+) -> None:
+    """A crafted step-up form cannot send the freshly verified session elsewhere."""
+    client = verified_client(segments.billing_agent)
+    code = totp(segments.billing_agent).now()
+    response = client.post(
+        "/accounts/step-up/", {"step_up_next": target, "step_up_method": "POST", "token": code}
+    )
+    assert response.status_code in (302, 303, 307) and response["Location"] == "/"
+
+
 def test_step_up_on_the_api_is_a_machine_readable_403(segments: Segments, verified_client: Any) -> None:
     conversation = segments.billing_conversations[0]
     step = rule(
