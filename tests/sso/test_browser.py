@@ -68,6 +68,10 @@ def test_an_export_steps_up_with_a_fresh_idp_sign_in_and_goes_through(
                 page.goto(f"{base}/accounts/login/")
                 page.get_by_role("link", name="Sign in with Corp IdP").click()
                 expect(page.get_by_role("heading", name="Inbox")).to_be_visible()
+                # The landing page binds the SSO session to the device key and reloads itself;
+                # a navigation started before that reload would be aborted by it.
+                binding = page.locator('meta[name="device-binding"]')
+                expect(binding).to_have_attribute("data-bind-now", "0")
                 alice = User.objects.get(username="alice")
                 alice.groups.add(Group.objects.get(name=roles.AGENT))
                 inbox = Inbox.objects.create(
