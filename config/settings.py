@@ -288,6 +288,13 @@ DEVICE_ATTESTATION_ISSUER = os.environ.get("DEVICE_ATTESTATION_ISSUER", "")
 DEVICE_ATTESTATION_PUBLIC_KEY = os.environ.get("DEVICE_ATTESTATION_PUBLIC_KEY", "")
 DEVICE_ATTESTATION_AUDIENCE = os.environ.get("DEVICE_ATTESTATION_AUDIENCE", "portcullis")
 DEVICE_ATTESTATION_MAX_AGE_SECONDS = int(os.environ.get("DEVICE_ATTESTATION_MAX_AGE_SECONDS", "300"))
+# Passkeys: the authenticator model an AAGUID names, shown to the user and to supervisors
+# (an authenticator with "none" attestation may send any AAGUID: a label, not a proof).
+PASSKEY_AUTHENTICATOR_NAMES: dict[str, str] = {
+    "ea9b8d66-4d01-1d21-3ce4-b6b48cb575d4": "Google Password Manager",
+    "fbfc3007-154e-4ecc-8c0b-6e020557d7bd": "iCloud Keychain",
+    "08987058-cadc-4b81-b6e1-30de50dcbe96": "Windows Hello",
+}
 
 # Supervision: a grant without an expiry or longer than this needs a second supervisor;
 # an unapproved change request lapses; an enrollment code is handed over out of band.

@@ -31,6 +31,7 @@ from django.contrib.sessions.backends.base import SessionBase
 from django.core.exceptions import ObjectDoesNotExist
 from django.http import Http404
 
+from accounts.devices.sockets import socket_device_trust
 from accounts.live import EVERY_SOCKET_GROUP, user_group
 from accounts.models import User
 from accounts.services import SESSION_LAST_SEEN_KEY, SESSION_STARTED_KEY
@@ -97,7 +98,13 @@ def agent_access(scope: dict[str, Any]) -> AgentAccess | None:
         started + settings.SESSION_ABSOLUTE_TIMEOUT.total_seconds(),
         last_seen + settings.SESSION_IDLE_TIMEOUT.total_seconds(),
     )
-    ctx = AccessContext(user=user, session_id=current.get(SESSION_ID_KEY), ip_address=scope_client_ip(scope))
+    ctx = AccessContext(
+        user=user,
+        session_id=current.get(SESSION_ID_KEY),
+        ip_address=scope_client_ip(scope),
+        surface="socket",
+        device_trust=socket_device_trust(scope),
+    )
     return AgentAccess(ctx=ctx, session_deadline=deadline)
 
 

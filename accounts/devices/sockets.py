@@ -16,11 +16,12 @@ from accounts.models import BrowserDevice, User
 from audit.services import Kind, Severity, security_event_record
 
 PROOF_PARAMETER = "device_proof"
+# The device the handshake proved, kept in the socket's scope: the consumer's policy
+# decisions read its trust level from it for as long as the socket is open.
+PROVEN_DEVICE_SCOPE_KEY = "portcullis.device_id"
 
 
-def _problem(scope: dict[str, Any], user: User, url: str) -> str | None:
-    device_id = scope["session"].get(services.DEVICE_ID_KEY)
-    device = BrowserDevice.objects.filter(pk=device_id, user_id=user.pk).first() if device_id else None
+def _problem(scope: dict[str, Any], device: BrowserDevice | None, url: str) -> str | None:
     if device is None:
         return "device_unbound"
     if not device.is_active:
@@ -44,8 +45,11 @@ def socket_device_proven(scope: dict[str, Any], *, url: str, address: str | None
     user = scope.get("user")
     if not isinstance(user, User) or scope.get("session") is None:
         return False
-    problem = _problem(scope, user, url)
-    if problem is None:
+    device_id = scope["session"].get(services.DEVICE_ID_KEY)
+    device = BrowserDevice.objects.filter(pk=device_id, user_id=user.pk).first() if device_id else None
+    problem = _problem(scope, device, url)
+    if problem is None and device is not None:
+        scope[PROVEN_DEVICE_SCOPE_KEY] = device.pk
         return True
     security_event_record(
         kind=Kind.DEVICE_PROOF_REFUSED,
@@ -60,3 +64,12 @@ def socket_device_proven(scope: dict[str, Any], *, url: str, address: str | None
         },
     )
     return settings.DEVICE_BINDING != "enforce"
+
+
+def socket_device_trust(scope: dict[str, Any]) -> str | None:
+    """The trust level of the device the socket's handshake proved, read now (an approval
+    or a revocation since counts); None — absent, so a device rule is not met — when the
+    handshake proved none (binding off, or an unproven socket let through in monitor mode)."""
+    device_id = scope.get(PROVEN_DEVICE_SCOPE_KEY)
+    device = BrowserDevice.objects.filter(pk=device_id).first() if device_id else None
+    return device.trust_level if device is not None and device.is_active else None

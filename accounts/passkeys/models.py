@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django_otp.models import Device, TimestampMixin
 
@@ -20,6 +21,11 @@ class Passkey(TimestampMixin, Device):
     # "single_device" (bound to one authenticator) or "multi_device" (synced).
     device_type: models.CharField[str, str] = models.CharField(max_length=16)
     backed_up: models.BooleanField[bool, bool] = models.BooleanField(default=False)
+
+    @property
+    def authenticator_name(self) -> str:
+        """The authenticator model its AAGUID names (PASSKEY_AUTHENTICATOR_NAMES)."""
+        return str(settings.PASSKEY_AUTHENTICATOR_NAMES.get(self.aaguid, "Unknown authenticator"))
 
     def verify_token(self, token: str) -> bool:
         return False

@@ -22,9 +22,9 @@ from accounts.devices.proofs import jwk_thumbprint, nonce_issue
 from accounts.models import BrowserDevice, User, UserSession
 from tests.conftest import start_session
 
-# Fixtures of other suites these tests reuse: the inbox segments, the socket cleanup.
+# Fixtures of other suites these tests reuse: the inbox segments, a chat inbox, the socket cleanup.
 from tests.inbox.conftest import segments  # noqa: F401
-from tests.livechat.conftest import closed_sockets  # noqa: F401
+from tests.livechat.conftest import chat, closed_sockets  # noqa: F401
 
 CHROME_UA = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
