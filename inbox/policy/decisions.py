@@ -148,6 +148,7 @@ _VISIBLE: dict[type[Model], Any] = {
     Inbox: visible_inboxes,
     Contact: visible_contacts,
 }
+_LOADED_WITH: dict[type[Model], tuple[str, ...]] = {Conversation: ("inbox", "contact")}
 
 
 def _pk(obj_id: object) -> int | None:
@@ -165,7 +166,10 @@ def _load(ctx: AccessContext, model: type[Model], obj_id: object, action: Action
     are both recorded as denied: probing can neither time nor hear the difference, and
     monitoring sees it."""
     pk = _pk(obj_id)
-    obj = _VISIBLE[model](ctx).filter(pk=pk).first() if pk is not None else None
+    # A conversation is always shown and decided with its inbox and contact: joined into
+    # the one deciding query rather than loaded one by one afterwards.
+    visible = _VISIBLE[model](ctx).select_related(*_LOADED_WITH.get(model, ()))
+    obj = visible.filter(pk=pk).first() if pk is not None else None
     if obj is not None and not _apply_rules(ctx, Action.VIEW, obj):
         obj = None  # a rule closes it: as invisible as another segment's
     access_record(ctx, model._meta.label_lower, pk, Action.VIEW.value, obj is not None)

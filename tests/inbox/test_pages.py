@@ -475,9 +475,10 @@ def _queries(client: Client, url: str) -> int:
 # 13 (the caller's scope, two queries for this filter, is settled once for the list and its
 # counters), the labels offered by the bulk bar, and the one "view PII" decision (masking).
 INBOX_PAGE_QUERIES = 15
-# 18, one upsert (opening the conversation marks it read for the agent), one for the
-# contact's other conversations in the context pane, and the one "view PII" decision.
-CONVERSATION_PAGE_QUERIES = 21
+# 16 (the inbox and contact come joined into the deciding query), one upsert (opening the
+# conversation marks it read for the agent), one for the contact's other conversations in
+# the context pane, and the one "view PII" decision.
+CONVERSATION_PAGE_QUERIES = 19
 
 
 def test_inbox_page_query_count_does_not_grow(
