@@ -288,6 +288,16 @@ DEVICE_ATTESTATION_ISSUER = os.environ.get("DEVICE_ATTESTATION_ISSUER", "")
 DEVICE_ATTESTATION_PUBLIC_KEY = os.environ.get("DEVICE_ATTESTATION_PUBLIC_KEY", "")
 DEVICE_ATTESTATION_AUDIENCE = os.environ.get("DEVICE_ATTESTATION_AUDIENCE", "portcullis")
 DEVICE_ATTESTATION_MAX_AGE_SECONDS = int(os.environ.get("DEVICE_ATTESTATION_MAX_AGE_SECONDS", "300"))
+# The oldest major version of each browser family (as ua-parser names it) a device may run
+# before its trust drops to low, e.g. "Chrome=120,Firefox=121"; unnamed families have none.
+DEVICE_MIN_BROWSER_VERSIONS: dict[str, int] = {
+    family.strip(): int(version)
+    for family, _, version in (
+        item.partition("=")
+        for item in os.environ.get("DEVICE_MIN_BROWSER_VERSIONS", "").split(",")
+        if item.strip()
+    )
+}
 # Passkeys: the authenticator model an AAGUID names, shown to the user and to supervisors
 # (an authenticator with "none" attestation may send any AAGUID: a label, not a proof).
 PASSKEY_AUTHENTICATOR_NAMES: dict[str, str] = {

@@ -76,15 +76,27 @@ class BrowserDevice(models.Model):
         return self.posture.get("compliant") is True
 
     @property
+    def browser_outdated(self) -> bool:
+        """Older than DEVICE_MIN_BROWSER_VERSIONS asks of its browser family (a family the
+        setting does not name has no minimum). The version is what the browser sent: a
+        posture signal, not a proof, so it can only lower trust."""
+        minimum = settings.DEVICE_MIN_BROWSER_VERSIONS.get(self.browser_family)
+        if minimum is None:
+            return False
+        major = self.browser_version.partition(".")[0]
+        return not major.isdigit() or int(major) < minimum
+
+    @property
     def trust_level(self) -> str:
         """What rules read: a key a supervisor approved, or whose management attests it
         compliant, is high; an unreviewed key medium; a cookie, a device waiting for
-        approval, or one attested non-compliant, low."""
+        approval, one attested non-compliant, or an outdated browser, low."""
         compliant = self.posture_compliant
         if (
             self.binding == self.Binding.COOKIE
             or self.approval == self.Approval.PENDING
             or compliant is False
+            or self.browser_outdated
         ):
             return self.Trust.LOW
         if self.approval == self.Approval.APPROVED or compliant:
