@@ -10,7 +10,8 @@ from django.urls import Resolver404, resolve, reverse
 from accounts.forms import OTPTokenForm
 from accounts.services import OTP_VERIFIED_AT_KEY
 from accounts.views import step_up_page
-from audit.alerts.responses import blocked_key, step_up_key
+from audit.alerts.blocks import BLOCKS_KEY, block_holding
+from audit.alerts.responses import step_up_key
 from audit.services import access_events_batched, client_ip
 from inbox.policy import StepUpRequired
 
@@ -23,7 +24,8 @@ ALERT_STEP_UP_MESSAGE = (
 class AlertResponseMiddleware:
     """Applies the responses alerts left for the next request: a blocked address is refused
     outright, and a user asked to step up gives a fresh second factor before going on (a
-    code given after the alert counts, in this session or any). One cache round trip."""
+    code given after the alert counts, in this session or any). One cache round trip (and a
+    database read when the blocks' cache entry is missing)."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -31,11 +33,11 @@ class AlertResponseMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         address = client_ip(request)
         user_id = request.user.pk if request.user.is_authenticated else None
-        keys = [blocked_key(address)] if address else []
+        keys = [BLOCKS_KEY]
         if user_id is not None:
             keys.append(step_up_key(user_id))
-        found = cache.get_many(keys) if keys else {}
-        if address and blocked_key(address) in found:
+        found = cache.get_many(keys)
+        if address and block_holding(address, found.get(BLOCKS_KEY)) is not None:
             # Not recorded per request: the block, its alert and its evidence are.
             if request.path_info.startswith("/api/"):
                 return JsonResponse(

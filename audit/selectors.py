@@ -44,10 +44,15 @@ def rule_impact(rule_id: int, window: timedelta) -> RuleImpact:
     )
 
 
+def with_usernames(events: QuerySet[AccessEvent]) -> QuerySet[AccessEvent]:
+    """Each event with its user's name as `username` (the trail keeps ids, not accounts)."""
+    return events.annotate(
+        username=Subquery(User.objects.filter(pk=OuterRef("user_id")).values("username")[:1])
+    )
+
+
 def object_access_history(*, object_type: str, object_id: int, limit: int = 50) -> QuerySet[AccessEvent]:
     """The latest decisions on one object, newest first, each with its user's name."""
-    return (
-        AccessEvent.objects.filter(object_type=object_type, object_id=object_id)
-        .annotate(username=Subquery(User.objects.filter(pk=OuterRef("user_id")).values("username")[:1]))
-        .order_by("-pk")[:limit]
-    )
+    return with_usernames(AccessEvent.objects.filter(object_type=object_type, object_id=object_id)).order_by(
+        "-pk"
+    )[:limit]

@@ -613,6 +613,7 @@ AUDITLOG_INCLUDE_TRACKING_MODELS = (
     {"model": "inbox.TeamUserObjectPermission"},
     {"model": "inbox.TeamGroupObjectPermission"},
     {"model": "audit.ResponsePolicy"},
+    {"model": "audit.BlockedAddress"},
 )
 AUDITLOG_STORE_JSON_CHANGES = True
 
@@ -644,7 +645,10 @@ MONITOR_BULK_READ_FACTOR = float(os.environ.get("MONITOR_BULK_READ_FACTOR", "3")
 MONITOR_BULK_READ_CEILING = int(os.environ.get("MONITOR_BULK_READ_CEILING", "100"))
 # Refused accesses per minute that look like probing ids outside the segment.
 MONITOR_DENIED_BURST = int(os.environ.get("MONITOR_DENIED_BURST", "15"))
-# Rows (list entries and single objects) one API token may be shown per minute.
+# Rows (list entries and single objects) one API token may be shown per minute: past its
+# own busiest minute of MONITOR_BASELINE_DAYS times MONITOR_BULK_READ_FACTOR (never below
+# the floor) is unusual for that integration; past the ceiling is too much for any.
+MONITOR_TOKEN_ROWS_FLOOR = int(os.environ.get("MONITOR_TOKEN_ROWS_FLOOR", "500"))
 MONITOR_TOKEN_ROWS_PER_MINUTE = int(os.environ.get("MONITOR_TOKEN_ROWS_PER_MINUTE", "5000"))
 # Searches per minute, judged inline like bulk reads (own busiest minute x factor, floor,
 # ceiling): a search is how a pull finds what to open.
@@ -667,6 +671,12 @@ MONITOR_TIME_ZONE = os.environ.get("MONITOR_TIME_ZONE", "UTC")
 MONITOR_OTP_GUESSES = 5  # refused codes for one account within the window
 MONITOR_SPRAY_USERNAMES = 10  # distinct names refused from one address within the window
 MONITOR_WINDOW = timedelta(minutes=10)
+# Impossible travel: a MaxMind City database (GeoLite2-City.mmdb or GeoIP2-City.mmdb);
+# empty leaves the detector off. Two sign-ins of one user farther apart than the minimum
+# distance, at a speed past the limit (an airliner's), raise an alert.
+GEOIP_CITY_DB = os.environ.get("GEOIP_CITY_DB", "")
+MONITOR_TRAVEL_KMH = int(os.environ.get("MONITOR_TRAVEL_KMH", "900"))
+MONITOR_TRAVEL_MIN_KM = int(os.environ.get("MONITOR_TRAVEL_MIN_KM", "500"))
 # An open alert of the same pattern for the same user is not raised again this soon.
 MONITOR_DEDUPE = timedelta(minutes=30)
 # "False positive" silences the same pattern for that user this long.

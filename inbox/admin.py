@@ -539,7 +539,7 @@ class ContactAdmin(admin.ModelAdmin[Contact]):
     search_fields = ("name", "identities__handle")
     inlines = (ContactIdentityInline,)
     raw_id_fields = ("merged_into",)
-    readonly_fields = ("who_can_see",)
+    readonly_fields = ("who_can_see", "who_accessed")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Contact]:
         return policy.visible_contacts(_ctx(request))
@@ -548,6 +548,14 @@ class ContactAdmin(admin.ModelAdmin[Contact]):
     def who_can_see(self, obj: Contact) -> str:
         # Through any of the contact's conversations, as the policy opens contacts.
         return _usernames(policy.users_seeing(Conversation.objects.filter(contact=obj)))
+
+    @admin.display(description="Who accessed it")
+    def who_accessed(self, obj: Contact) -> str:
+        # The history is its own page: it is long, paged, and looking at it is an access.
+        return format_html(
+            '<a href="{}">Reads of this contact and its conversations</a>',
+            reverse("admin:audit_contact_accesses", args=[obj.pk]),
+        )
 
 
 class GrantAdmin(admin.ModelAdmin[Any]):

@@ -6,15 +6,17 @@ import json
 from typing import Any
 
 from django.contrib import admin, messages
+from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from accounts.models import User
 from audit.alerts import services
-from audit.alerts.models import Alert, AlertResponse, ResponsePolicy
+from audit.alerts.models import Alert, AlertResponse, BlockedAddress, ResponsePolicy
 from audit.alerts.selectors import alerts_visible
 from audit.console import charts, selectors
 from inbox import policy
@@ -117,6 +119,11 @@ class AlertAdmin(admin.ModelAdmin[Alert]):
                 self.admin_site.admin_view(self.timeline_view),
                 name="audit_timeline",
             ),
+            path(
+                "contact/<int:contact_id>/accesses/",
+                self.admin_site.admin_view(self.contact_accesses_view),
+                name="audit_contact_accesses",
+            ),
         ]
         return own + super().get_urls()
 
@@ -155,6 +162,22 @@ class AlertAdmin(admin.ModelAdmin[Alert]):
             "entries": selectors.agent_timeline(ctx, subject),
         }
         return TemplateResponse(request, "admin/audit/timeline.html", context)
+
+    def contact_accesses_view(self, request: HttpRequest, contact_id: int) -> HttpResponse:
+        """Who accessed this contact, as far as the viewer's segment reaches."""
+        if not self.has_view_permission(request):
+            raise Http404
+        ctx = AccessContext.from_request(request)
+        # Through the loader: a contact outside the delegation is a 404, and the look is recorded.
+        contact = policy.access_contact(ctx, contact_id)
+        events = selectors.contact_access_history(ctx, contact)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Who accessed {contact}",
+            "contact": contact,
+            "page": Paginator(events, selectors.CONTACT_ACCESS_PAGE).get_page(request.GET.get("page")),
+        }
+        return TemplateResponse(request, "admin/audit/contact_accesses.html", context)
 
     @admin.display(description="user", ordering="user__username")
     def user_timeline(self, obj: Alert) -> str:
@@ -219,3 +242,62 @@ class ResponsePolicyAdmin(admin.ModelAdmin[ResponsePolicy]):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return administrator_only(request) and super().has_delete_permission(request, obj)
+
+
+@admin.register(BlockedAddress)
+class BlockedAddressAdmin(admin.ModelAdmin[BlockedAddress]):
+    """Every address block, on or lifted. A block is made by an alert's response and lifted
+    by reversing that response (here or on the alert): one path, audited either way."""
+
+    list_display = ("network", "reason", "created_at", "until", "state", "lifted_at", "lifted_by", "alert")
+    list_filter = ("lifted_at",)
+    search_fields = ("network", "ip_address", "reason")
+    list_select_related = ("alert", "lifted_by")
+    readonly_fields = (
+        "ip_address",
+        "network",
+        "reason",
+        "created_at",
+        "created_by",
+        "until",
+        "lifted_at",
+        "lifted_by",
+        "alert",
+        "response",
+    )
+    fields = readonly_fields
+    actions = ["lift"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # An address is nobody's account: its alerts and blocks are for administrators.
+        return administrator_only(request) and super().has_view_permission(request, obj)
+
+    def has_lift_permission(self, request: HttpRequest) -> bool:
+        return administrator_only(request)
+
+    @admin.display(description="state")
+    def state(self, obj: BlockedAddress) -> str:
+        if obj.lifted_at is not None:
+            return "lifted"
+        return "on" if obj.until > timezone.now() else "lapsed"
+
+    @admin.action(description="Lift (reverse the alert's block)", permissions=["lift"])
+    def lift(self, request: HttpRequest, queryset: QuerySet[BlockedAddress]) -> None:
+        ctx = AccessContext.from_request(request)
+        lifted = 0
+        for block in queryset.filter(lifted_at=None).select_related("response__alert__user"):
+            try:
+                services.response_reverse(ctx=ctx, taken=block.response)
+                lifted += 1
+            except services.AlertForbidden as refused:
+                self.message_user(request, str(refused), messages.ERROR)
+        self.message_user(request, f"{lifted} block(s) lifted.")

@@ -15,6 +15,7 @@ class AlertKind(models.TextChoices):
     TOKEN_READ_VOLUME = "token_read_volume", "API token read volume"
     UNUSUAL_SIGN_IN_HOUR = "unusual_sign_in_hour", "Sign-in at an unusual hour"
     NETWORK_CHANGE = "network_change", "Sign-in from a new network"
+    IMPOSSIBLE_TRAVEL = "impossible_travel", "Impossible travel between sign-ins"
     NEW_DEVICE = "new_device", "New device"
     OTP_GUESSING = "otp_guessing", "Second-factor guessing"
     PASSWORD_SPRAYING = "password_spraying", "Password spraying from one address"
@@ -147,20 +148,34 @@ class AlertSuppression(models.Model):
 
 
 class BlockedAddress(models.Model):
-    """An address refused on every request (password spraying) until it lapses or is lifted.
-    The row is the record; the request gate reads a cache entry written beside it."""
+    """An address or network refused on every request (password spraying) until it lapses
+    or is lifted. The rows are the truth; the request gate reads a cache entry rebuilt from
+    them (audit.alerts.blocks), so losing the cache lifts nothing."""
 
-    ip_address = models.GenericIPAddressField()
+    ip_address = models.GenericIPAddressField(help_text="The address the alert was about.")
+    network = models.CharField(
+        max_length=49, help_text="What is refused: the address as /32 or /128, or a network."
+    )
+    reason = models.CharField(max_length=300)
     created_at = models.DateTimeField(auto_now_add=True)
-    until = models.DateTimeField()
+    # None: taken automatically, as the alert's response policy said.
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    until = models.DateTimeField(db_index=True)
     lifted_at = models.DateTimeField(null=True, blank=True)
+    lifted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    alert = models.ForeignKey(Alert, on_delete=models.PROTECT, related_name="blocks")
     response = models.OneToOneField(AlertResponse, on_delete=models.PROTECT, related_name="block")
 
     class Meta:
         verbose_name_plural = "blocked addresses"
+        ordering = ["-created_at"]
 
     def __str__(self) -> str:
-        return self.ip_address
+        return self.network
 
 
 class DetectorCursor(models.Model):

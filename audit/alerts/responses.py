@@ -13,16 +13,13 @@ from django.utils import timezone
 
 from accounts.models import User, UserSession
 from accounts.services import _account_lock, account_unlock, sessions_end_all
-from audit.alerts.models import Alert, AlertResponse, BlockedAddress, ResponseKind
+from audit.alerts import blocks
+from audit.alerts.models import Alert, AlertResponse, ResponseKind
 from inbox.exports.services import exports_freeze, exports_unfreeze
 
 
 def step_up_key(user_id: int) -> str:
     return f"monitor:step_up:{user_id}"
-
-
-def blocked_key(ip_address: str) -> str:
-    return f"monitor:blocked:{ip_address}"
 
 
 class Response(Protocol):
@@ -119,22 +116,25 @@ class FreezeExports(_OnAccount):
 
 
 class BlockAddress:
+    """Every request from the address is refused (audit.middleware) until MONITOR_BLOCK_TTL
+    lapses or the block is lifted; the block is a row (audit.alerts.blocks)."""
+
     def applies(self, alert: Alert) -> bool:
         return alert.ip_address is not None
 
     def take(self, alert: Alert, taken: AlertResponse) -> dict[str, Any]:
         assert alert.ip_address is not None  # noqa: S101  # applies() checked it
         until: datetime = timezone.now() + settings.MONITOR_BLOCK_TTL
-        BlockedAddress.objects.create(ip_address=alert.ip_address, until=until, response=taken)
-        key, ttl = blocked_key(alert.ip_address), settings.MONITOR_BLOCK_TTL.total_seconds()
-        transaction.on_commit(lambda: cache.set(key, alert.pk, timeout=ttl))
-        return {"ip_address": alert.ip_address, "until": until.isoformat()}
+        block = blocks.block_create(
+            response=taken,
+            ip_address=alert.ip_address,
+            reason=f"Alert #{alert.pk}: {alert.get_kind_display()}",
+            until=until,
+        )
+        return {"ip_address": alert.ip_address, "network": block.network, "until": until.isoformat()}
 
     def reverse(self, taken: AlertResponse, *, by: User) -> None:
-        BlockedAddress.objects.filter(response=taken, lifted_at=None).update(lifted_at=timezone.now())
-        address = taken.detail.get("ip_address")
-        if address:
-            transaction.on_commit(lambda: cache.delete(blocked_key(address)))
+        blocks.block_lift(response=taken, by=by)
 
 
 RESPONSES: dict[str, Response] = {

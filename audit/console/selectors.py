@@ -10,20 +10,23 @@ from zoneinfo import ZoneInfo
 
 from django.apps import apps
 from django.conf import settings
-from django.db.models import Count, QuerySet
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import ExtractHour, ExtractIsoWeekDay, TruncDate
 from django.utils import timezone
 
-from accounts.models import User
+from accounts.models import User, UserSession
 from audit.alerts.models import Alert
 from audit.alerts.selectors import alerts_visible
 from audit.detectors.inline import READ_TYPES
 from audit.models import AccessEvent, SecurityEvent
+from audit.selectors import with_usernames
 from inbox import policy
+from inbox.models import Contact, Conversation
 from inbox.policy import AccessContext
 
 CHART_DAYS = 30
 TIMELINE_LIMIT = 200
+CONTACT_ACCESS_PAGE = 50
 
 
 def watched_users(ctx: AccessContext) -> QuerySet[User]:
@@ -133,3 +136,24 @@ def _device_entries(user: User) -> list[TimelineEntry]:
         TimelineEntry(device.first_seen_at, "device", f"New device: {device.name}", device.last_ip)
         for device in devices.objects.filter(user=user).order_by("-first_seen_at")[:TIMELINE_LIMIT]
     ]
+
+
+def contact_access_history(ctx: AccessContext, contact: Contact) -> QuerySet[AccessEvent]:
+    """Who accessed a contact: the decisions on it and on those of its conversations the
+    viewer may see, newest first, each with its user's name and its session's device. A
+    conversation in an inbox outside the viewer's segment stays out, and with it who read
+    it. The caller loaded the contact through the policy (access_contact)."""
+    conversations = policy.visible_conversations(ctx).filter(contact=contact).values("pk")
+    events = AccessEvent.objects.filter(
+        Q(object_type=Contact._meta.label_lower, object_id=contact.pk)
+        | Q(object_type=Conversation._meta.label_lower, object_id__in=conversations)
+    )
+    return (
+        with_usernames(events)
+        .annotate(
+            device_name=Subquery(
+                UserSession.objects.filter(pk=OuterRef("session_id")).values("device__name")[:1]
+            ),
+        )
+        .order_by("-pk")
+    )

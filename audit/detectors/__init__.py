@@ -5,8 +5,9 @@
   they answer before the next page);
 - `exports`: export volume per 24 hours, judged in the request that asks for an export;
 - `sockets`: an agent socket following inboxes new to this user, judged on Celery;
-- `signin`: the sign-in detectors (unusual hour for this user, new network, second-factor
-  guessing, password spraying), run on Celery over new security events by `runner`;
+- `signin`: the sign-in detectors (unusual hour for this user, new network, impossible
+  travel with a GeoIP database, second-factor guessing, password spraying), run on Celery
+  over new security events by `runner`;
 - `baselines`: the per-user read and search baselines the inline detector compares with,
   refreshed on Celery from the access log.
 

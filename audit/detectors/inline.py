@@ -42,6 +42,10 @@ def baseline_key(user_id: int) -> str:
     return f"monitor:baseline:{user_id}"
 
 
+def token_baseline_key(token_id: int) -> str:
+    return f"monitor:token_baseline:{token_id}"
+
+
 def _counter_key(user_id: int, what: str, minute: int) -> str:
     return f"monitor:{what}:{user_id}:{minute}"
 
@@ -137,6 +141,11 @@ def _parse_baseline(raw: Any) -> Baseline:
     return Baseline(peaks)
 
 
+def _parse_peak(raw: Any) -> int:
+    text = raw.decode() if isinstance(raw, bytes) else str(raw or "")
+    return int(text) if text.isdigit() else 0
+
+
 def access_events_score(events: Sequence[AccessEvent]) -> None:
     """Count the batch's reads and refusals per user, and raise what crossed a threshold.
     A monitoring failure is logged, never turned into the agent's error page."""
@@ -189,8 +198,12 @@ def _score(events: Sequence[AccessEvent]) -> None:
     for user_id, count in searches.items():
         increments[_counter_key(user_id, SEARCHES, minute)] = count
     users = sorted({user_id for user_id, _ in reads} | set(denied) | set(searches))
-    totals, raw_baselines = counters().add(increments, [baseline_key(user_id) for user_id in users])
-    baselines = dict(zip(users, map(_parse_baseline, raw_baselines), strict=True))
+    tokens = sorted({token_id for token_id, _ in token_rows})
+    totals, raw_baselines = counters().add(
+        increments, [baseline_key(user_id) for user_id in users] + [token_baseline_key(t) for t in tokens]
+    )
+    baselines = dict(zip(users, map(_parse_baseline, raw_baselines[: len(users)]), strict=True))
+    token_peaks = dict(zip(tokens, map(_parse_peak, raw_baselines[len(users) :]), strict=True))
     for (user_id, what), ids in reads.items():
         key = _counter_key(user_id, what, minute)
         _check_reads(user_id, what, totals[key], len(ids), baselines[user_id])
@@ -198,7 +211,8 @@ def _score(events: Sequence[AccessEvent]) -> None:
         key = _counter_key(user_id, "denied", minute)
         _check_denied(user_id, totals[key], len(objects), sorted(objects)[-10:])
     for (token_id, user_id), rows in token_rows.items():
-        _check_token(token_id, user_id, totals[_counter_key(token_id, "token_rows", minute)], rows)
+        total = totals[_counter_key(token_id, "token_rows", minute)]
+        _check_token(token_id, user_id, total, rows, token_peaks[token_id])
     for user_id, count in searches.items():
         _check_searches(user_id, totals[_counter_key(user_id, SEARCHES, minute)], count, baselines[user_id])
 
@@ -293,20 +307,35 @@ def _check_denied(user_id: int, total: int, added: int, sample: list[tuple[str, 
     )
 
 
-def _check_token(token_id: int, user_id: int, total: int, added: int) -> None:
-    """An integration pulling far more than it ever should: a stolen token's bulk export."""
+def _check_token(token_id: int, user_id: int, total: int, added: int, peak: int) -> None:
+    """An integration pulling far more than it ever does: a stolen token's bulk export.
+    Judged against the token's own busiest minute, not its owner's: one service account
+    can hold a nightly CRM sync and a quiet billing lookup."""
     ceiling = settings.MONITOR_TOKEN_ROWS_PER_MINUTE
-    if not _crossed(total, added, ceiling):
+    threshold = own_threshold(
+        peak,
+        factor=settings.MONITOR_BULK_READ_FACTOR,
+        floor=settings.MONITOR_TOKEN_ROWS_FLOOR,
+        ceiling=ceiling,
+    )
+    if (severity := own_or_ceiling(total, added, threshold, ceiling)) is None:
         return
     alert_raise(
         Finding(
             kind=AlertKind.TOKEN_READ_VOLUME,
-            severity=AlertSeverity.HIGH,
-            score=80,
+            severity=severity,
+            score=_rate_score(total, ceiling),
             pattern=f"token:{token_id}",
             user_id=user_id,
-            summary=f"API token #{token_id} was shown {total} rows within a minute.",
+            summary=f"API token #{token_id} was shown {total} rows within a minute (threshold {threshold}).",
             evidence={"api_token": token_id, "rows_per_minute": total},
-            baseline={"ceiling_per_minute": ceiling},
+            baseline={
+                "own_peak_per_minute": peak,
+                "factor": settings.MONITOR_BULK_READ_FACTOR,
+                "floor": settings.MONITOR_TOKEN_ROWS_FLOOR,
+                "ceiling": ceiling,
+                "threshold": threshold,
+                "days": settings.MONITOR_BASELINE_DAYS,
+            },
         )
     )

@@ -10,6 +10,8 @@ from __future__ import annotations
 import bisect
 import functools
 import ipaddress
+import logging
+import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,6 +19,9 @@ from datetime import datetime, timedelta
 from typing import NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
+import geoip2.database
+import geoip2.errors
+import maxminddb
 from django.conf import settings
 from django.db.models import Count, Min
 
@@ -24,11 +29,17 @@ from audit.alerts.models import AlertKind, AlertSeverity
 from audit.alerts.services import Finding
 from audit.models import SecurityEvent
 
+logger = logging.getLogger(__name__)
+
 Kind = SecurityEvent.Kind
 # A sign-in is complete when its second factor is accepted.
 SIGN_IN = Kind.OTP_SUCCEEDED
 NETWORK_HISTORY = timedelta(days=30)
 HOUR_HISTORY = timedelta(days=90)
+# Half the Earth's circumference at the speed limit takes under a day: an older sign-in
+# cannot be too far away to have reached.
+TRAVEL_HISTORY = timedelta(hours=24)
+EARTH_RADIUS_KM = 6371.0
 
 
 class Detector(Protocol):
@@ -197,6 +208,125 @@ class NetworkChange:
         return findings
 
 
+class Place(NamedTuple):
+    latitude: float
+    longitude: float
+    city: str
+    country: str
+
+    def label(self) -> str:
+        return ", ".join(part for part in (self.city, self.country) if part) or "?"
+
+    def seen(self, address: str | None, at: datetime) -> dict[str, object]:
+        """The place as an alert's evidence shows it: with the address and the time."""
+        return {**self._asdict(), "ip_address": address, "at": at.isoformat()}
+
+    def km_to(self, other: Place) -> float:
+        """Great-circle (haversine) distance."""
+        lat1, lat2 = math.radians(self.latitude), math.radians(other.latitude)
+        dlat, dlon = lat2 - lat1, math.radians(other.longitude - self.longitude)
+        a = math.sin(dlat / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin(dlon / 2) ** 2
+        return 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(a))
+
+
+@functools.lru_cache(maxsize=4)
+def _city_reader(path: str) -> geoip2.database.Reader:
+    # Opened once per worker: the reader memory-maps the file and is safe to share.
+    return geoip2.database.Reader(path)
+
+
+@functools.lru_cache(maxsize=65536)
+def _place(path: str, address: str) -> Place | None:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    # A private or reserved address says nothing about where its user is.
+    if not ip.is_global:
+        return None
+    try:
+        found = _city_reader(path).city(address)
+    except (geoip2.errors.AddressNotFoundError, ValueError):
+        return None
+    latitude, longitude = found.location.latitude, found.location.longitude
+    if latitude is None or longitude is None:
+        return None
+    return Place(latitude, longitude, found.city.name or "", found.country.iso_code or "")
+
+
+def place_of(address: str | None) -> Place | None:
+    """Where the configured City database puts an address; None where it cannot say."""
+    return _place(settings.GEOIP_CITY_DB, address) if address and settings.GEOIP_CITY_DB else None
+
+
+class ImpossibleTravel:
+    """A sign-in from a place the user's previous (locatable) sign-in could not have been
+    travelled from in the time between: farther than MONITOR_TRAVEL_MIN_KM, faster than
+    MONITOR_TRAVEL_KMH. Off unless GEOIP_CITY_DB names a City database."""
+
+    kinds: frozenset[str] = frozenset({SIGN_IN})
+
+    def detect(self, events: Sequence[SecurityEvent]) -> list[Finding]:
+        if not settings.GEOIP_CITY_DB:
+            return []
+        events = [event for event in events if event.user_id is not None and event.ip_address]
+        if not events:
+            return []
+        try:
+            _city_reader(settings.GEOIP_CITY_DB)
+        except (OSError, maxminddb.InvalidDatabaseError):
+            # A missing or broken file turns this detector off, not the others of the run.
+            logger.warning("GEOIP_CITY_DB cannot be read", exc_info=True)
+            return []
+        history = _history(self.kinds, events, TRAVEL_HISTORY, "user_id")
+        findings = []
+        for event in events:
+            here = place_of(event.ip_address)
+            if here is None:
+                continue
+            earlier = history[event.user_id].before(event, TRAVEL_HISTORY)
+            previous = next(
+                ((row, place) for row in reversed(earlier) if (place := place_of(row.ip_address))), None
+            )
+            if previous is None:
+                continue
+            row, there = previous
+            km = there.km_to(here)
+            # Two sign-ins in the same minute: as fast as a minute allows, not a division by 0.
+            hours = max((event.created_at - row.created_at).total_seconds() / 3600, 1 / 60)
+            speed = km / hours
+            if km < settings.MONITOR_TRAVEL_MIN_KM or speed <= settings.MONITOR_TRAVEL_KMH:
+                continue
+            findings.append(
+                Finding(
+                    kind=AlertKind.IMPOSSIBLE_TRAVEL,
+                    severity=AlertSeverity.MEDIUM,
+                    score=min(100, int(50 * speed / settings.MONITOR_TRAVEL_KMH)),
+                    pattern=f"travel:{there.country or there.city}>{here.country or here.city}",
+                    user_id=event.user_id,
+                    ip_address=event.ip_address,
+                    summary=(
+                        f"Signed in from {here.label()} {hours:.1f} h after {there.label()}, "
+                        f"{km:.0f} km away ({speed:.0f} km/h)."
+                    ),
+                    evidence={
+                        "from": there.seen(row.ip_address, row.created_at),
+                        "to": here.seen(event.ip_address, event.created_at),
+                        "distance_km": round(km),
+                        "hours": round(hours, 2),
+                        "speed_kmh": round(speed),
+                        "event": event.pk,
+                        "previous_event": row.pk,
+                    },
+                    baseline={
+                        "max_speed_kmh": settings.MONITOR_TRAVEL_KMH,
+                        "min_distance_km": settings.MONITOR_TRAVEL_MIN_KM,
+                    },
+                )
+            )
+        return findings
+
+
 class OtpGuessing:
     """Refused second-factor codes for one account piling up within the window."""
 
@@ -325,6 +455,7 @@ class NewDevice:
 DETECTORS: tuple[Detector, ...] = (
     UnusualSignInHour(),
     NetworkChange(),
+    ImpossibleTravel(),
     OtpGuessing(),
     PasswordSpraying(),
     NewDevice(),

@@ -11,12 +11,21 @@ from unittest import mock
 
 import pyotp
 import pytest
+from django.core.cache import cache
 from django.test import Client
 
 from accounts import roles
 from accounts.models import User
 from audit.alerts import services
-from audit.alerts.models import Alert, AlertKind, AlertResponse, AlertSeverity, DetectorCursor, ResponseKind
+from audit.alerts.models import (
+    Alert,
+    AlertKind,
+    AlertResponse,
+    AlertSeverity,
+    BlockedAddress,
+    DetectorCursor,
+    ResponseKind,
+)
 from audit.models import SecurityEvent
 from audit.services import security_event_record
 from inbox.policy import AccessContext
@@ -144,6 +153,10 @@ def test_password_spraying_from_one_address_blocks_it_until_reversed(make_user: 
 
     assert sprayer.get("/accounts/login/").status_code == 403
     assert bystander.get("/accounts/login/").status_code == 200
+    # The block is a row, the cache only its fast path: a Redis flush lifts nothing.
+    cache.clear()
+    assert sprayer.get("/accounts/login/").status_code == 403
+    assert BlockedAddress.objects.get(response=blocked).network == "203.0.113.9/32"
 
     services.response_reverse(ctx=AccessContext.for_task(administrator), taken=blocked)
     assert sprayer.get("/accounts/login/").status_code == 200
