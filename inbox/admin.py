@@ -552,6 +552,8 @@ class ContactAdmin(admin.ModelAdmin[Contact]):
     @admin.display(description="Who accessed it")
     def who_accessed(self, obj: Contact) -> str:
         # The history is its own page: it is long, paged, and looking at it is an access.
+        if obj.pk is None:
+            return "—"  # the add form: nothing accessed yet
         return format_html(
             '<a href="{}">Reads of this contact and its conversations</a>',
             reverse("admin:audit_contact_accesses", args=[obj.pk]),
