@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import Permission
-from django.db.models import Model, Q
+from django.db.models import Model, Q, QuerySet
 from django.http import Http404
 
 from accounts.models import User
@@ -143,12 +143,17 @@ def pii_visible(ctx: AccessContext) -> bool:
     ).exists()
 
 
+def _conversations_to_open(ctx: AccessContext) -> QuerySet[Conversation]:
+    # A conversation is always shown and decided with its inbox and contact: joined into
+    # the one deciding query rather than loaded one by one afterwards.
+    return visible_conversations(ctx).select_related("inbox", "contact")
+
+
 _VISIBLE: dict[type[Model], Any] = {
-    Conversation: visible_conversations,
+    Conversation: _conversations_to_open,
     Inbox: visible_inboxes,
     Contact: visible_contacts,
 }
-_LOADED_WITH: dict[type[Model], tuple[str, ...]] = {Conversation: ("inbox", "contact")}
 
 
 def _pk(obj_id: object) -> int | None:
@@ -166,10 +171,7 @@ def _load(ctx: AccessContext, model: type[Model], obj_id: object, action: Action
     are both recorded as denied: probing can neither time nor hear the difference, and
     monitoring sees it."""
     pk = _pk(obj_id)
-    # A conversation is always shown and decided with its inbox and contact: joined into
-    # the one deciding query rather than loaded one by one afterwards.
-    visible = _VISIBLE[model](ctx).select_related(*_LOADED_WITH.get(model, ()))
-    obj = visible.filter(pk=pk).first() if pk is not None else None
+    obj = _VISIBLE[model](ctx).filter(pk=pk).first() if pk is not None else None
     if obj is not None and not _apply_rules(ctx, Action.VIEW, obj):
         obj = None  # a rule closes it: as invisible as another segment's
     access_record(ctx, model._meta.label_lower, pk, Action.VIEW.value, obj is not None)
