@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from accounts.models import User
+from audit.admin import ReadOnlyTrailMixin
 from audit.alerts import services
 from audit.alerts.models import Alert, AlertResponse, BlockedAddress, ResponsePolicy
 from audit.alerts.selectors import alerts_visible
@@ -245,7 +246,7 @@ class ResponsePolicyAdmin(admin.ModelAdmin[ResponsePolicy]):
 
 
 @admin.register(BlockedAddress)
-class BlockedAddressAdmin(admin.ModelAdmin[BlockedAddress]):
+class BlockedAddressAdmin(ReadOnlyTrailMixin, admin.ModelAdmin[BlockedAddress]):
     """Every address block, on or lifted. A block is made by an alert's response and lifted
     by reversing that response (here or on the alert): one path, audited either way."""
 
@@ -267,15 +268,6 @@ class BlockedAddressAdmin(admin.ModelAdmin[BlockedAddress]):
     )
     fields = readonly_fields
     actions = ["lift"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # An address is nobody's account: its alerts and blocks are for administrators.
