@@ -3,7 +3,7 @@ audited, each only for the accounts they manage; and the response policies' admi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 from unittest import mock
@@ -31,19 +31,12 @@ from audit.models import SecurityEvent
 from inbox.exports.selectors import freeze_of
 from inbox.models import ChannelKind, Inbox, Module, Team
 from inbox.policy import AccessContext
-from tests.audit.monitoring import monitoring_keys_clear, respond
+from tests.audit.monitoring import respond
 from tests.inbox.conftest import grant_inbox
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("monitoring_keys_fresh")]
 
 ALERTS = "/admin/audit/alert/"
-
-
-@pytest.fixture(autouse=True)
-def fresh_counters() -> Iterator[None]:
-    monitoring_keys_clear()
-    yield
-    monitoring_keys_clear()
 
 
 @pytest.fixture

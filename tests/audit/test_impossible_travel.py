@@ -3,7 +3,7 @@ the real geoip2 reader; the sign-ins come through the real views, judged on Cele
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from accounts.models import User
 from audit.alerts.models import Alert, AlertKind, AlertSeverity, ResponseKind
 from audit.detectors import runner, signin
 from audit.models import SecurityEvent
-from tests.audit.monitoring import monitoring_keys_clear, respond
+from tests.audit.monitoring import respond
 from tests.audit.test_signin_detectors import sign_in, wait_for
 from tests.channels.conftest import celery_worker  # noqa: F401  # fixture used by name
 
@@ -34,11 +34,7 @@ PLACES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def fresh_counters() -> Iterator[None]:
-    monitoring_keys_clear()
-    yield
-    monitoring_keys_clear()
+pytestmark = pytest.mark.usefixtures("monitoring_keys_fresh")
 
 
 @pytest.fixture

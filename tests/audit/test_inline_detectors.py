@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,14 +24,7 @@ from tests.inbox.conftest import (
     segments,  # noqa: F401  # the fixture
 )
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def fresh_counters() -> Iterator[None]:
-    monitoring_keys_clear()
-    yield
-    monitoring_keys_clear()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("monitoring_keys_fresh")]
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ judged by a real Celery worker woken after the commit, answered on the next requ
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from unittest import mock
@@ -29,23 +29,16 @@ from audit.alerts.models import (
 from audit.models import SecurityEvent
 from audit.services import security_event_record
 from inbox.policy import AccessContext
-from tests.audit.monitoring import clock_at, monitoring_keys_clear, respond
+from tests.audit.monitoring import clock_at, respond
 from tests.channels.conftest import celery_worker  # noqa: F401  # fixture used by name
 from tests.conftest import PASSWORD
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
-    pytest.mark.usefixtures("celery_worker", "role_groups"),
+    pytest.mark.usefixtures("celery_worker", "role_groups", "monitoring_keys_fresh"),
 ]
 
 TODAY_3AM = datetime(2026, 11, 30, 3, 0, tzinfo=UTC)
-
-
-@pytest.fixture(autouse=True)
-def fresh_counters() -> Iterator[None]:
-    monitoring_keys_clear()
-    yield
-    monitoring_keys_clear()
 
 
 def wait_for(kind: AlertKind, timeout: float = 15.0, **filters: Any) -> Alert:

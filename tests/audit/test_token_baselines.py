@@ -3,7 +3,6 @@ real API, the real access log, the baselines refreshed from it and kept in Redis
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 from unittest import mock
@@ -17,17 +16,10 @@ from audit.detectors import baselines
 from audit.detectors.inline import counters, token_baseline_key
 from audit.models import AccessEvent
 from tests.api.conftest import api_url, issue_token, service_account, token_client  # noqa: F401  # fixtures
-from tests.audit.monitoring import monitoring_keys_clear, respond
+from tests.audit.monitoring import respond
 from tests.inbox.conftest import grant_inbox, segments  # noqa: F401  # the fixture
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def fresh_counters() -> Iterator[None]:
-    monitoring_keys_clear()
-    yield
-    monitoring_keys_clear()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("monitoring_keys_fresh")]
 
 
 @pytest.fixture(autouse=True)
