@@ -20,6 +20,7 @@ from accounts import roles, services, supervision, tokens
 from accounts.devices import admin as device_admin  # noqa: F401  # registers BrowserDeviceAdmin
 from accounts.live import sockets_recheck
 from accounts.models import ApiToken, ApprovalRule, ChangeKind, ChangeRequest, User, UserSession
+from accounts.passkeys import admin as passkey_admin  # noqa: F401  # registers PasskeyAdmin
 from inbox import policy
 from inbox.admin import (
     ManagedUsersAdminMixin,

@@ -6,6 +6,7 @@ import enum
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypedDict
 
 import django_otp
 from django.conf import settings
@@ -21,7 +22,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.devices.services import device_session_bind
 from accounts.live import sockets_recheck
-from accounts.models import User, UserSession
+from accounts.models import Passkey, User, UserSession
 from audit.services import SESSION_ID_KEY, Kind, Severity, client_ip, security_event_record
 
 SESSION_STARTED_KEY = "portcullis_session_started"
@@ -33,6 +34,9 @@ SESSION_ENDED_REASON_KEY = "portcullis_ended_reason"
 IDP_REAUTHENTICATE_AT_KEY = "portcullis_idp_reauthenticate_at"
 # The IdP's assurance for a session it verified: the policy's `authenticator` signal.
 IDP_ASSURANCE_KEY = "portcullis_idp_assurance"
+# What the passkey that verified this session proved (PasskeyFlags): the policy's
+# "device-bound passkey" signal. Set or removed with the verifying device, never apart.
+PASSKEY_FLAGS_KEY = "portcullis_passkey_flags"
 BACKUP_DEVICE_NAME = "backup codes"
 TOTP_DEVICE_NAME = "authenticator"
 
@@ -109,11 +113,27 @@ class OTPResult:
     retry_after: datetime | None = None
 
 
-def session_mark_verified(request: HttpRequest, device: Device) -> None:
+class PasskeyFlags(TypedDict):
+    """What one passkey assertion proved, as the session keeps it (JSON)."""
+
+    device: str  # the verifying passkey's persistent id: flags of another device count for nothing
+    device_bound: bool  # single-device credential, not backup eligible: the key cannot be synced
+    user_verified: bool  # the assertion's UV flag: PIN, fingerprint or screen lock, not presence only
+    aaguid: str
+
+
+def session_mark_verified(
+    request: HttpRequest, device: Device, *, passkey_flags: PasskeyFlags | None = None
+) -> None:
     # A fresh session key on privilege change defeats session fixation.
     request.session.cycle_key()
     django_otp.login(request, device)
     request.session[OTP_VERIFIED_AT_KEY] = timezone.now().timestamp()
+    # A later code step-up replaces the passkey as the verifying factor: its flags go with it.
+    if passkey_flags is None:
+        request.session.pop(PASSKEY_FLAGS_KEY, None)
+    else:
+        request.session[PASSKEY_FLAGS_KEY] = passkey_flags
 
 
 def _throttled_until(devices: list[TOTPDevice | StaticDevice]) -> datetime | None:
@@ -266,6 +286,8 @@ def second_factor_reset(*, user: User, by: User, request: HttpRequest | None = N
     with transaction.atomic():
         TOTPDevice.objects.filter(user=user).delete()
         StaticDevice.objects.filter(user=user).delete()
+        # Passkeys too: a lost phone's synced passkey would otherwise still sign in.
+        Passkey.objects.filter(user=user).delete()
         sessions_end_all(user=user, reason=UserSession.EndReason.FACTOR_CHANGED)
         security_event_record(
             kind=Kind.FACTOR_RESET,

@@ -127,6 +127,17 @@ class ManagedUsersAdminMixin:
             Q(**{f"{self.user_path}__in": policy.managed_users(ctx)}) | Q(**{self.user_path: ctx.user})
         )
 
+    def managed_rows(self, request: HttpRequest, queryset: QuerySet[Any]) -> list[Any]:
+        """The selected rows an action may act on: those of accounts the viewer manages
+        (`policy.can_manage`, decided and recorded per row), never the viewer's own."""
+        ctx = _ctx(request)
+        return [
+            row
+            for row in queryset.select_related(self.user_path)
+            if getattr(row, self.user_path).pk != ctx.user.pk
+            and policy.can_manage(ctx, getattr(row, self.user_path))
+        ]
+
 
 class GrantStateFilter(admin.SimpleListFilter):
     title = "state"

@@ -98,11 +98,16 @@ def agent_access(scope: dict[str, Any]) -> AgentAccess | None:
         started + settings.SESSION_ABSOLUTE_TIMEOUT.total_seconds(),
         last_seen + settings.SESSION_IDLE_TIMEOUT.total_seconds(),
     )
+    # The session's second factor, so a rule requiring a (device-bound) passkey binds the
+    # socket as it binds pages: without it, such a rule would fail every socket closed.
+    authenticator, passkey_flags = AccessContext.session_factor(current.get)
     ctx = AccessContext(
         user=user,
         session_id=current.get(SESSION_ID_KEY),
         ip_address=scope_client_ip(scope),
         surface="socket",
+        authenticator=authenticator,
+        passkey_flags=passkey_flags,
         device_trust=socket_device_trust(scope),
     )
     return AgentAccess(ctx=ctx, session_deadline=deadline)

@@ -376,7 +376,9 @@ class PolicyRule(models.Model):
     class Authenticator(models.TextChoices):
         ANY = "", "Any second factor"
         TOTP = "totp", "Authenticator app or stronger"
-        PASSKEY = "passkey", "Passkey"
+        PASSKEY = "passkey", "Passkey (synced or device-bound)"
+        # Not synced to other devices, and used with user verification (PIN, biometrics).
+        PASSKEY_BOUND = "passkey_bound", "Device-bound passkey"
 
     class DeviceTrust(models.TextChoices):
         ANY = "", "Any device"
@@ -409,7 +411,7 @@ class PolicyRule(models.Model):
     blocked_networks = models.TextField(blank=True, help_text="One CIDR per line: requests must not.")
     max_session_age_minutes = models.PositiveIntegerField(null=True, blank=True)
     required_authenticator = models.CharField(
-        max_length=10, choices=Authenticator.choices, blank=True, default=Authenticator.ANY
+        max_length=16, choices=Authenticator.choices, blank=True, default=Authenticator.ANY
     )
     min_device_trust = models.CharField(max_length=10, choices=DeviceTrust.choices, blank=True, default="")
     max_risk_score = models.PositiveSmallIntegerField(null=True, blank=True)

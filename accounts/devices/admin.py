@@ -9,9 +9,7 @@ from django.http import HttpRequest
 
 from accounts.devices import services
 from accounts.models import BrowserDevice, User
-from inbox import policy
 from inbox.admin import ManagedUsersAdminMixin
-from inbox.policy import AccessContext
 
 
 @admin.register(BrowserDevice)
@@ -30,7 +28,7 @@ class BrowserDeviceAdmin(ManagedUsersAdminMixin, admin.ModelAdmin[BrowserDevice]
     )
     list_filter = ("approval", "binding", ("revoked_at", admin.EmptyFieldListFilter))
     search_fields = ("user__username", "name", "last_ip")
-    list_select_related = ("user",)
+    list_select_related = ("user", "last_passkey")
     # The public key is identity, not a secret, but nothing here edits it.
     readonly_fields = (
         "user",
@@ -49,8 +47,10 @@ class BrowserDeviceAdmin(ManagedUsersAdminMixin, admin.ModelAdmin[BrowserDevice]
         "approved_by",
         "approved_at",
         "revoked_at",
+        "trust_level",
+        "last_passkey_at",
     )
-    exclude = ("public_key",)
+    exclude = ("public_key", "last_passkey")
     actions = ("approve", "revoke")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -62,16 +62,10 @@ class BrowserDeviceAdmin(ManagedUsersAdminMixin, admin.ModelAdmin[BrowserDevice]
 
     @admin.display(description="Trust")
     def trust_level(self, obj: BrowserDevice) -> str:
-        return obj.trust_level
+        return obj.trust_explanation
 
-    @staticmethod
-    def _targets(request: HttpRequest, queryset: QuerySet[BrowserDevice]) -> list[BrowserDevice]:
-        ctx = AccessContext.from_request(request)
-        return [
-            device
-            for device in queryset.filter(revoked_at__isnull=True).select_related("user")
-            if device.user_id != ctx.user.pk and policy.can_manage(ctx, device.user)
-        ]
+    def _targets(self, request: HttpRequest, queryset: QuerySet[BrowserDevice]) -> list[BrowserDevice]:
+        return self.managed_rows(request, queryset.filter(revoked_at__isnull=True))
 
     @admin.action(description="Approve selected devices", permissions=["change"])
     def approve(self, request: HttpRequest, queryset: QuerySet[BrowserDevice]) -> None:

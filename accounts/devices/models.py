@@ -53,6 +53,13 @@ class BrowserDevice(models.Model):
     # The last signed posture attestation of an MDM/EDR for this key (accounts.devices.attestation).
     posture = models.JSONField(default=dict, blank=True)
     posture_expires_at = models.DateTimeField(null=True, blank=True)
+    # The last passkey that verified a session of this device (accounts.passkeys), for its
+    # posture: device-bound or synced, and the authenticator model. A link, not a copy, so a
+    # removed passkey vouches for nothing any more. Shown, never a reason for more trust.
+    last_passkey = models.ForeignKey(
+        "accounts.Passkey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    last_passkey_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-last_seen_at"]
@@ -86,19 +93,56 @@ class BrowserDevice(models.Model):
         major = self.browser_version.partition(".")[0]
         return not major.isdigit() or int(major) < minimum
 
-    @property
-    def trust_level(self) -> str:
-        """What rules read: a key a supervisor approved, or whose management attests it
+    def _trust(self) -> tuple[str, list[str]]:
+        """The level rules read, with the signals that decided it (the person and the
+        supervisor see why). A key a supervisor approved, or whose management attests it
         compliant, is high; an unreviewed key medium; a cookie, a device waiting for
         approval, one attested non-compliant, or an outdated browser, low."""
         compliant = self.posture_compliant
-        if (
-            self.binding == self.Binding.COOKIE
-            or self.approval == self.Approval.PENDING
-            or compliant is False
-            or self.browser_outdated
-        ):
-            return self.Trust.LOW
-        if self.approval == self.Approval.APPROVED or compliant:
-            return self.Trust.HIGH
-        return self.Trust.MEDIUM
+        lowering = [
+            reason
+            for reason, applies in (
+                ("device cookie", self.binding == self.Binding.COOKIE),
+                ("waiting for approval", self.approval == self.Approval.PENDING),
+                ("attested non-compliant", compliant is False),
+                ("browser out of date", self.browser_outdated),
+            )
+            if applies
+        ]
+        if lowering:
+            return self.Trust.LOW, lowering
+        raising = [
+            reason
+            for reason, applies in (
+                ("approved by a supervisor", self.approval == self.Approval.APPROVED),
+                ("attested compliant", bool(compliant)),
+            )
+            if applies
+        ]
+        if raising:
+            return self.Trust.HIGH, raising
+        return self.Trust.MEDIUM, ["device key, not reviewed"]
+
+    @property
+    def trust_level(self) -> str:
+        return self._trust()[0]
+
+    @property
+    def passkey_posture(self) -> str:
+        """What the last passkey verified here was: "device-bound passkey (YubiKey 5)" or
+        "synced passkey (…)"; empty when none was (or it was removed since). Information
+        for people, not an input of `trust_level`: a passkey proves the person at the
+        ceremony, not this browser — a synced one lives on every device of its account, a
+        bound one may be a security key plugged into any computer."""
+        passkey = self.last_passkey
+        if passkey is None:
+            return ""
+        kind = "device-bound" if passkey.is_device_bound else "synced"
+        return f"{kind} passkey ({passkey.authenticator_name})"
+
+    @property
+    def trust_explanation(self) -> str:
+        """The level and why, e.g. "high: approved by a supervisor · device-bound passkey (YubiKey 5)"."""
+        level, reasons = self._trust()
+        posture = self.passkey_posture
+        return f"{level}: {' · '.join([*reasons, posture] if posture else reasons)}"

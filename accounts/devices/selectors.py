@@ -8,9 +8,11 @@ from accounts.models import BrowserDevice, User
 
 
 def device_list(*, user: User) -> QuerySet[BrowserDevice]:
-    """The person's own devices that are not revoked, with their open sessions counted."""
+    """The person's own devices that are not revoked, with their open sessions counted and
+    the last passkey verified on each (its posture is shown)."""
     return (
         BrowserDevice.objects.filter(user=user, revoked_at__isnull=True)
+        .select_related("last_passkey")
         .annotate(open_sessions=Count("sessions", filter=Q(sessions__ended_at__isnull=True)))
         .order_by("-last_seen_at")
     )

@@ -27,5 +27,11 @@ class Passkey(TimestampMixin, Device):
         """The authenticator model its AAGUID names (PASSKEY_AUTHENTICATOR_NAMES)."""
         return str(settings.PASSKEY_AUTHENTICATOR_NAMES.get(self.aaguid, "Unknown authenticator"))
 
+    @property
+    def is_device_bound(self) -> bool:
+        """Bound to one authenticator: never backup eligible, so never copied to another
+        device by a sync service (WebAuthn's backup eligibility flag, fixed at creation)."""
+        return self.device_type == "single_device" and not self.backed_up
+
     def verify_token(self, token: str) -> bool:
         return False

@@ -26,21 +26,25 @@ from webauthn.helpers import base64url_to_bytes, bytes_to_base64url, parse_authe
 from webauthn.helpers.exceptions import WebAuthnException
 from webauthn.helpers.structs import (
     AuthenticatorSelectionCriteria,
+    CredentialDeviceType,
     PublicKeyCredentialDescriptor,
     ResidentKeyRequirement,
     UserVerificationRequirement,
 )
 
-from accounts.models import User
+from accounts.devices.services import DEVICE_ID_KEY
+from accounts.models import BrowserDevice, User
 from accounts.passkeys.models import Passkey
-from accounts.services import session_mark_verified
+from accounts.services import PasskeyFlags, session_mark_verified, step_up_is_fresh
 from audit.services import Kind, Severity, security_event_record
+from inbox.policy import StepUpRequired
 
 REGISTRATION_CHALLENGE_KEY = "portcullis_passkey_registration"
 ASSERTION_CHALLENGE_KEY = "portcullis_passkey_assertion"
 # How long a challenge may wait for its answer; the browser gives up after the same time.
 CEREMONY_TIMEOUT_SECONDS = 120
 RP_NAME = "Portcullis"
+FRESH_FACTOR_MESSAGE = "Changing passkeys needs a fresh second factor."
 
 
 class PasskeyRefused(Exception):
@@ -219,7 +223,22 @@ def passkey_verify(*, request: HttpRequest, user: User, credential: str) -> Pass
         passkey.save(update_fields=["sign_count", "backed_up", "last_used_at"])
         locked_user.otp_failure_count = 0
         locked_user.save(update_fields=["otp_failure_count"])
-        session_mark_verified(request, passkey)
+        flags = PasskeyFlags(
+            device=passkey.persistent_id,
+            # This assertion's backup-eligibility flag as well as the registration's: a
+            # credential that says it could be synced is counted as synced.
+            device_bound=passkey.is_device_bound
+            and verified.credential_device_type == CredentialDeviceType.SINGLE_DEVICE,
+            user_verified=verified.user_verified,
+            aaguid=passkey.aaguid,
+        )
+        session_mark_verified(request, passkey, passkey_flags=flags)
+        # The session's device remembers the passkey for its posture (shown, see BrowserDevice).
+        device_id = request.session.get(DEVICE_ID_KEY)
+        if device_id is not None:
+            BrowserDevice.objects.filter(pk=device_id, user=user).update(
+                last_passkey=passkey, last_passkey_at=passkey.last_used_at
+            )
         security_event_record(
             kind=Kind.OTP_SUCCEEDED,
             request=request,
@@ -229,15 +248,25 @@ def passkey_verify(*, request: HttpRequest, user: User, credential: str) -> Pass
     return passkey
 
 
-def passkey_remove(*, request: HttpRequest, user: User, passkey: Passkey) -> None:
-    """Remove one of the user's passkeys. Sessions it verified stop being verified at their
-    next request (django-otp no longer finds the device), this one included."""
+def factor_change_check(request: HttpRequest) -> None:
+    """Factor changes are the step-up's own case: the gate (StepUpMiddleware) asks for the
+    factor inline and then posts the interrupted request again."""
+    if not step_up_is_fresh(request):
+        raise StepUpRequired(FRESH_FACTOR_MESSAGE)
+
+
+def passkey_remove(*, request: HttpRequest, passkey: Passkey, by: User) -> None:
+    """Remove a passkey: its owner from the security page, or a supervisor who manages the
+    owner (the caller has checked that). Either way it needs a fresh factor of whoever
+    removes it, so a stolen session removes nothing. Sessions it verified stop being
+    verified at their next request (django-otp no longer finds the device)."""
+    factor_change_check(request)
     with transaction.atomic():
         passkey.delete()
         security_event_record(
             kind=Kind.FACTOR_RESET,
             request=request,
-            user=user,
+            user=passkey.user,
             severity=Severity.WARNING,
-            detail={"by": user.get_username(), "factor": "passkey", "name": passkey.name},
+            detail={"by": by.get_username(), "factor": "passkey", "name": passkey.name},
         )

@@ -14,19 +14,10 @@ from accounts.passkeys.forms import PasskeyAddForm
 from accounts.services import step_up_is_fresh
 from inbox.policy import StepUpRequired
 
-FRESH_FACTOR_MESSAGE = "Changing your passkeys needs a fresh second factor."
-
 
 def _user(request: HttpRequest) -> User:
     assert isinstance(request.user, User)  # noqa: S101  # the gate lets only users here
     return request.user
-
-
-def _require_fresh_factor(request: HttpRequest) -> None:
-    # Factor changes are the step-up's own case: the gate (StepUpMiddleware) asks for the
-    # factor inline and then posts this request again.
-    if not step_up_is_fresh(request):
-        raise StepUpRequired(FRESH_FACTOR_MESSAGE)
 
 
 def _options(options_json: str) -> HttpResponse:
@@ -39,7 +30,7 @@ def passkey_add_view(request: HttpRequest) -> HttpResponse:
     """Name the passkey (from the security page), then its page's script creates it and
     posts the browser's answer here again."""
     user = _user(request)
-    _require_fresh_factor(request)
+    services.factor_change_check(request)
     form = PasskeyAddForm(request.POST)
     if form.is_valid() and form.cleaned_data["credential"]:
         try:
@@ -62,7 +53,7 @@ def passkey_add_view(request: HttpRequest) -> HttpResponse:
 def passkey_registration_options_view(request: HttpRequest) -> HttpResponse:
     user = _user(request)
     if not step_up_is_fresh(request):
-        return JsonResponse(StepUpRequired(FRESH_FACTOR_MESSAGE).body(), status=403)
+        return JsonResponse(StepUpRequired(services.FRESH_FACTOR_MESSAGE).body(), status=403)
     return _options(services.registration_options(request=request, user=user))
 
 
@@ -83,7 +74,6 @@ def passkey_remove_view(request: HttpRequest, passkey_id: int) -> HttpResponse:
     passkey = selectors.passkey_of(user=user, passkey_id=passkey_id)
     if passkey is None:
         raise Http404
-    _require_fresh_factor(request)
-    services.passkey_remove(request=request, user=user, passkey=passkey)
+    services.passkey_remove(request=request, passkey=passkey, by=user)
     messages.success(request, f"Passkey “{passkey.name}” removed.")
     return redirect("accounts:security")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from django.http import Http404, HttpRequest
 from django_otp import DEVICE_ID_SESSION_KEY
@@ -14,7 +15,9 @@ from accounts.models import ApiToken, User
 from accounts.services import (
     IDP_ASSURANCE_KEY,
     OTP_VERIFIED_AT_KEY,
+    PASSKEY_FLAGS_KEY,
     SESSION_STARTED_KEY,
+    PasskeyFlags,
     verification_is_fresh,
 )
 from audit.services import SESSION_ID_KEY, client_ip
@@ -53,7 +56,16 @@ class StepUpRequired(Denied):
         return {"detail": str(self), "code": "step_up_required", "rules": list(self.rule_ids)}
 
 
-def _authenticator(persistent_id: str | None, idp_assurance: str | None) -> str | None:
+def _passkey_flags(persistent_id: str | None, flags: object) -> PasskeyFlags | None:
+    """The session's passkey flags, if they are those of the device that verified it."""
+    if isinstance(flags, dict) and persistent_id and flags.get("device") == persistent_id:
+        return flags  # type: ignore[return-value]  # written only by session_mark_verified
+    return None
+
+
+def _authenticator(
+    persistent_id: str | None, idp_assurance: str | None, passkey_flags: PasskeyFlags | None
+) -> str | None:
     # django-otp's persistent ids name the device's model: "otp_totp.totpdevice/3".
     if not persistent_id:
         return None
@@ -61,7 +73,10 @@ def _authenticator(persistent_id: str | None, idp_assurance: str | None) -> str 
     if persistent_id.startswith("accounts.identityproviderdevice/"):
         return idp_assurance or "other"
     if persistent_id.startswith("accounts.passkey/"):
-        return "passkey"
+        # Device-bound: the private key never leaves that authenticator (no sync account to
+        # phish or take over), and the person unlocked it (UV), not merely touched it.
+        bound = passkey_flags is not None and passkey_flags["device_bound"] and passkey_flags["user_verified"]
+        return "passkey_bound" if bound else "passkey"
     if persistent_id.startswith("otp_totp."):
         return "totp"
     if persistent_id.startswith("otp_static."):
@@ -84,6 +99,8 @@ class AccessContext:
     session_started_at: float | None = None
     verified_at: float | None = None
     authenticator: str | None = None
+    # What the verifying passkey proved, when a passkey verified the session.
+    passkey_flags: PasskeyFlags | None = None
     device_trust: str | None = None
     risk_score: int | None = None
     # Memo for the user's group ids, read only when a rule filters on roles or teams.
@@ -97,6 +114,7 @@ class AccessContext:
         token = getattr(request, "auth", None)
         session = getattr(request, "session", None)
         get = session.get if session is not None else {}.get
+        authenticator, passkey_flags = cls.session_factor(get)
         return cls(
             user=user,
             session_id=get(SESSION_ID_KEY),
@@ -105,14 +123,32 @@ class AccessContext:
             surface="api" if request.path_info.startswith("/api/") else "web",
             session_started_at=get(SESSION_STARTED_KEY),
             verified_at=get(OTP_VERIFIED_AT_KEY),
-            authenticator=_authenticator(get(DEVICE_ID_SESSION_KEY), get(IDP_ASSURANCE_KEY)),
+            authenticator=authenticator,
+            passkey_flags=passkey_flags,
             # Set by the device gate (accounts.devices) for a session bound to a device.
             device_trust=request.META.get(DEVICE_TRUST_META_KEY),
         )
 
+    @staticmethod
+    def session_factor(get: Callable[[str], Any]) -> tuple[str | None, PasskeyFlags | None]:
+        """The second factor a session's data names: the `authenticator` signal and the
+        passkey's flags, the same for a request and for a socket reading the session store."""
+        persistent_id = get(DEVICE_ID_SESSION_KEY)
+        passkey_flags = _passkey_flags(persistent_id, get(PASSKEY_FLAGS_KEY))
+        return _authenticator(persistent_id, get(IDP_ASSURANCE_KEY), passkey_flags), passkey_flags
+
     @classmethod
     def for_task(cls, user: User) -> AccessContext:
         return cls(user=user, surface="task")
+
+    @property
+    def authenticator_input(self) -> str:
+        """The second factor as a rule's record shows it: "passkey (synced)" says what a
+        device-bound requirement would have blocked, not only that a passkey was used."""
+        flags = self.passkey_flags
+        if self.authenticator != "passkey" or flags is None:
+            return self.authenticator or "absent"
+        return "passkey (synced)" if not flags["device_bound"] else "passkey (no user verification)"
 
     @property
     def step_up_fresh(self) -> bool:

@@ -28,6 +28,14 @@ from inbox.policy.grants import (
 )
 
 STEP_UP_MESSAGE = "This needs a fresh second factor: confirm with a code from your authenticator."
+# Where a rule asks for a stronger kind of factor than a code, the prompt says which.
+STEP_UP_FACTOR_MESSAGES = {
+    "passkey": "This needs a passkey: confirm with one of your passkeys.",
+    "passkey_bound": (
+        "This needs a device-bound passkey (a security key or a passkey kept on this device, "
+        "not a synced one): confirm with it."
+    ),
+}
 
 
 def _decide(ctx: AccessContext, action: Action, obj: Model) -> bool:
@@ -85,7 +93,7 @@ def _apply_rules(ctx: AccessContext, action: Action, obj: Model) -> bool:
     verdict = rules_verdict(ctx, action, obj)
     if verdict.effect == "step_up":
         access_record(ctx, obj._meta.label_lower, obj.pk, action.value, False)
-        raise StepUpRequired(STEP_UP_MESSAGE, verdict.rule_ids)
+        raise StepUpRequired(STEP_UP_FACTOR_MESSAGES.get(verdict.factor, STEP_UP_MESSAGE), verdict.rule_ids)
     return verdict.effect == "allow"
 
 

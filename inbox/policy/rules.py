@@ -121,8 +121,8 @@ def _session_age_failed(rule: CompiledRule, moment: Moment) -> Any:
 
 
 def _authenticator_failed(rule: CompiledRule, moment: Moment) -> Any:
-    used = moment.ctx.authenticator
-    return None if _authenticator_meets(used, rule.authenticator) else used or "absent"
+    ctx = moment.ctx
+    return None if _authenticator_meets(ctx.authenticator, rule.authenticator) else ctx.authenticator_input
 
 
 def _device_trust_failed(rule: CompiledRule, moment: Moment) -> Any:
@@ -141,7 +141,7 @@ def _risk_failed(rule: CompiledRule, moment: Moment) -> Any:
 
 
 def _authenticator_meets(used: str | None, required: str) -> bool:
-    strength = {"backup": 1, "other": 1, "totp": 2, "passkey": 3}
+    strength = {"backup": 1, "other": 1, "totp": 2, "passkey": 3, "passkey_bound": 4}
     return strength.get(used or "", 0) >= strength[required]
 
 
@@ -408,6 +408,9 @@ def reset() -> None:
 class Verdict:
     effect: str  # "allow", "step_up" or "deny"
     rule_ids: tuple[int, ...] = ()
+    # For a step-up: the strongest second factor its rules ask for that the session lacks
+    # ("" when any fresh one will do), so the prompt asks for the right one.
+    factor: str = ""
 
 
 ALLOW = Verdict("allow")
@@ -429,8 +432,14 @@ def _fired(
                 break  # met by one, met by all
             if not rule.covers_person(ctx):
                 continue
-            if rule.effect == PolicyRule.Effect.STEP_UP and ctx.step_up_fresh:
-                continue  # the fresh second factor is what the rule asks for
+            if (
+                rule.effect == PolicyRule.Effect.STEP_UP
+                and ctx.step_up_fresh
+                and "authenticator" not in unmet
+            ):
+                # The fresh second factor is what the rule asks for — unless it asks for a
+                # stronger kind than the one just given (a code for a device-bound passkey).
+                continue
             yield rule, unmet
 
 
@@ -441,16 +450,18 @@ def evaluate(
     current = ruleset()
     if not current.active:
         return ALLOW
-    effect, deciding = "allow", list[int]()
+    effect, deciding, factor = "allow", list[int](), ""
     for rule, unmet in _fired(ctx, action, inbox_id, current.for_action(action)):
         enforced = rule.mode == PolicyRule.Mode.ENFORCE
         _record(ctx, rule, enforced, action, object_type, object_id, unmet)
         if enforced and _STRENGTH[rule.effect] >= _STRENGTH[effect]:
             if _STRENGTH[rule.effect] > _STRENGTH[effect]:
-                deciding = []
+                deciding, factor = [], ""
             effect = rule.effect
             deciding.append(rule.id)
-    return Verdict(effect, tuple(deciding)) if deciding else ALLOW
+            if "authenticator" in unmet and not _authenticator_meets(factor, rule.authenticator):
+                factor = rule.authenticator
+    return Verdict(effect, tuple(deciding), factor) if deciding else ALLOW
 
 
 def denied_inboxes(ctx: AccessContext, action: str, *, record: bool = True) -> frozenset[int] | None:

@@ -16,7 +16,7 @@ import cbor2
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-USER_PRESENT, USER_VERIFIED, ATTESTED = 0x01, 0x04, 0x40
+USER_PRESENT, USER_VERIFIED, BACKUP_ELIGIBLE, BACKED_UP, ATTESTED = 0x01, 0x04, 0x08, 0x10, 0x40
 
 
 def b64url(data: bytes) -> str:
@@ -34,6 +34,22 @@ class SoftAuthenticator:
     )
     credential_id: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     sign_count: int = 0
+    # A synced passkey (iCloud Keychain, Google Password Manager) is backup eligible and
+    # backed up; a security key or a device-bound platform passkey is neither.
+    backup_eligible: bool = False
+    backed_up: bool = False
+    # Whether its answers say the person was verified (PIN, biometrics), not merely present.
+    user_verified: bool = True
+    aaguid: bytes = bytes(16)
+
+    @property
+    def flags(self) -> int:
+        return (
+            USER_PRESENT
+            | (USER_VERIFIED if self.user_verified else 0)
+            | (BACKUP_ELIGIBLE if self.backup_eligible else 0)
+            | (BACKED_UP if self.backed_up else 0)
+        )
 
     def _client_data(self, kind: str, challenge: str, origin: str) -> bytes:
         return json.dumps(
@@ -48,9 +64,9 @@ class SoftAuthenticator:
         )
         auth_data = (
             hashlib.sha256(options["rp"]["id"].encode()).digest()
-            + bytes([USER_PRESENT | USER_VERIFIED | ATTESTED])
+            + bytes([self.flags | ATTESTED])
             + struct.pack(">I", self.sign_count)
-            + bytes(16)
+            + self.aaguid
             + struct.pack(">H", len(self.credential_id))
             + self.credential_id
             + cose_key
@@ -77,7 +93,7 @@ class SoftAuthenticator:
         self.sign_count += 1
         auth_data = (
             hashlib.sha256(options["rpId"].encode()).digest()
-            + bytes([USER_PRESENT | USER_VERIFIED])
+            + bytes([self.flags])
             + struct.pack(">I", self.sign_count)
         )
         client_data = self._client_data("webauthn.get", options["challenge"], origin)

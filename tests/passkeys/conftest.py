@@ -14,8 +14,11 @@ from tests.passkeys.authenticator import SoftAuthenticator, b64url
 
 # The Django test client's host: the relying party its requests name.
 ORIGIN = "http://testserver"
-# Fixtures of another suite these tests reuse: the inbox segments.
+# Fixtures of other suites these tests reuse: the inbox segments, sessions bound to a device
+# key, a chat inbox and the cleanup of sockets a test left open.
+from tests.devices.conftest import bound_client  # noqa: E402, F401
 from tests.inbox.conftest import segments  # noqa: E402, F401
+from tests.livechat.conftest import chat, closed_sockets  # noqa: E402, F401
 
 
 @pytest.fixture(autouse=True)

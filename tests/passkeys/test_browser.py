@@ -20,7 +20,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from accounts import roles
-from accounts.models import Passkey, UserSession
+from accounts.models import BrowserDevice, Passkey, UserSession
 from audit.models import SecurityEvent
 from inbox.models import ChannelKind, Inbox, Team
 from tests.browser import ARTIFACTS, chromium, serve_app, sign_in
@@ -123,6 +123,11 @@ def test_register_and_sign_in_with_a_passkey(agent: TOTPDevice, app_server: str,
         .values_list("kind", flat=True)
     )
     assert kinds == ["enrolled", "otp_succeeded"]
+    # Chromium's platform authenticator neither syncs nor backs up: the device shows it
+    # as device-bound, and its trust is what it was (unreviewed: medium).
+    assert BrowserDevice.objects.get(pk=session.device_id).last_passkey == passkey
+    page.goto(f"{app_server}/accounts/devices/")
+    expect(page.get_by_text("Trust medium: device key, not reviewed · device-bound passkey")).to_be_visible()
 
 
 @pytest.mark.parametrize("app_server", ["off", "enforce"], indirect=True)
