@@ -36,14 +36,16 @@ ANONYMOUS_URL_NAMES = frozenset(
         "accounts:sso_backchannel_logout",
     }
 )
-# The device proof refresh too: the session is bound to its device at the password step;
-# and the passkey's challenge, which the second step may answer instead of a code.
+# The device proof refresh and DBSC's too: the session is bound to its device at the
+# password step; and the passkey's challenge, which the second step may answer instead of a code.
 PRE_VERIFICATION_URL_NAMES = frozenset(
     {
         "accounts:otp",
         "accounts:enroll",
         "accounts:logout",
         "accounts:device_refresh",
+        "accounts:dbsc_register",
+        "accounts:dbsc_refresh",
         "accounts:passkey_assertion_options",
     }
 )

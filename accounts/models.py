@@ -59,6 +59,11 @@ class UserSession(models.Model):
     )
     ended_at = models.DateTimeField(null=True, blank=True)
     end_reason = models.CharField(max_length=32, choices=EndReason.choices, blank=True)
+    # Device Bound Session Credentials (accounts.devices.dbsc): the key the browser keeps for
+    # this session itself (in a TPM where it has one), registered once. Its thumbprint is also
+    # the DBSC session identifier the browser refreshes under.
+    dbsc_public_key = models.JSONField(null=True, blank=True, help_text="Public JWK; never a private key.")
+    dbsc_key_thumbprint = models.CharField(max_length=64, blank=True)
 
     class Meta:
         indexes = [

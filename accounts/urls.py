@@ -41,4 +41,6 @@ urlpatterns = [
     path("devices/<int:device_id>/revoke/", device_views.device_revoke_view, name="device_revoke"),
     path("devices/refresh/", device_views.device_refresh_view, name="device_refresh"),
     path("devices/pending/", device_views.device_pending_view, name="device_pending"),
+    path("dbsc/register/", device_views.dbsc_register_view, name="dbsc_register"),
+    path("dbsc/refresh/", device_views.dbsc_refresh_view, name="dbsc_refresh"),
 ]

@@ -49,6 +49,7 @@ class SecurityEvent(models.Model):
         DEVICE_REFUSED = "device_refused", "Sign-in refused: device not usable"
         DEVICE_ATTESTED = "device_attested", "Device posture attested"
         DEVICE_ATTESTATION_REFUSED = "device_attestation_refused", "Device posture attestation refused"
+        DBSC_REGISTERED = "dbsc_registered", "Device-bound session key registered (DBSC)"
         ALERT_RAISED = "alert_raised", "Alert raised"
         ALERT_HANDLED = "alert_handled", "Alert acknowledged, resolved or marked false positive"
         RESPONSE_TAKEN = "response_taken", "Automated response taken (or, in monitor mode, recorded)"

@@ -281,6 +281,9 @@ DEVICE_NONCE_MAX_AGE_SECONDS = int(os.environ.get("DEVICE_NONCE_MAX_AGE_SECONDS"
 DEVICE_PROOF_MAX_AGE_SECONDS = 300
 # Every new device waits for a supervisor's approval before the inbox opens on it.
 DEVICE_APPROVAL_REQUIRED = env_bool("DEVICE_APPROVAL_REQUIRED", False)
+# Where the browser speaks Device Bound Session Credentials, it renews the bound cookie with
+# a key of its own too (accounts.devices.dbsc): offered at sign-in unless binding is off.
+DEVICE_DBSC = env_bool("DEVICE_DBSC", True)
 # Signed posture attestations (POST /api/v1/devices/attest) from the company's MDM/EDR: the
 # JWT's issuer and audience, its public key (PEM; ES256, RS256 or EdDSA), and how old its
 # iat may be. No issuer: attestations are refused.

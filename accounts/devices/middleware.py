@@ -17,7 +17,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonRes
 from django.shortcuts import render
 from django.urls import Resolver404, resolve, reverse
 
-from accounts.devices import services
+from accounts.devices import dbsc, services
 from accounts.devices.proofs import DeviceProof, ProofRefused, nonce_issue, proof_verify
 from accounts.middleware import API_PREFIX, SELF_AUTHENTICATING_PREFIXES
 from accounts.models import BrowserDevice, UserSession
@@ -35,8 +35,11 @@ REFRESH_URL_NAME = "accounts:device_refresh"
 PENDING_URL_NAME = "accounts:device_pending"
 # Signing out needs no proof: it only ends the session, which is what a thief wants least.
 NO_PROOF_URL_NAMES = frozenset({"accounts:logout"})
+# The browser calls DBSC's endpoints itself, without a device proof: the JWT signed by the
+# session's DBSC key is their credential, which they check (accounts.devices.dbsc).
+DBSC_URL_NAMES = frozenset({dbsc.REGISTER_URL_NAME, dbsc.REFRESH_URL_NAME})
 # A device waiting for approval reaches only these.
-PENDING_URL_NAMES = frozenset({PENDING_URL_NAME, REFRESH_URL_NAME, "accounts:logout"})
+PENDING_URL_NAMES = frozenset({PENDING_URL_NAME, REFRESH_URL_NAME, "accounts:logout"}) | DBSC_URL_NAMES
 READ_RECORD_SECONDS = 60
 
 
@@ -144,6 +147,8 @@ class DeviceBindingMiddleware:
 
     @staticmethod
     def _problem(request: HttpRequest, *, device: BrowserDevice, name: str | None) -> str | None:
+        if name in DBSC_URL_NAMES:
+            return None
         if device.binding == BrowserDevice.Binding.COOKIE:
             secret = request.COOKIES.get(services.device_cookie_name(), "")
             return None if services.device_cookie_hash_matches(secret, device) else "device_cookie"
@@ -264,6 +269,7 @@ class DeviceBindingMiddleware:
                 httponly=True,
                 samesite="Lax",
             )
+        dbsc.dbsc_registration_offer(request=request, response=response)
         secret = request.META.get(services.NEW_DEVICE_COOKIE_META_KEY)
         if secret is not None:
             response.set_cookie(

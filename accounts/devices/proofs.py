@@ -62,14 +62,14 @@ def jwk_thumbprint(jwk: dict[str, str]) -> str:
 
 
 @lru_cache(maxsize=4096)
-def _public_key(x: str, y: str) -> Any:
+def es256_public_key(x: str, y: str) -> Any:
     # Parsing a point costs more than checking a signature with it: a device signs many
     # requests with one key.
     return jwt.PyJWK({"kty": "EC", "crv": "P-256", "x": x, "y": y}, algorithm=PROOF_ALGORITHM).key
 
 
-def _public_jwk(header: dict[str, Any]) -> dict[str, str]:
-    jwk = header.get("jwk")
+def p256_public_jwk(jwk: object) -> dict[str, str]:
+    """The public P-256 JWK a JWS carries, reduced to its required members (also for DBSC)."""
     if not isinstance(jwk, dict) or "d" in jwk:
         # A private key in a header would be a client bug we must not store or echo.
         raise ProofRefused("malformed")
@@ -91,9 +91,9 @@ def proof_verify(token: str, *, method: str, url: str) -> DeviceProof:
         raise ProofRefused("malformed") from None
     if header.get("typ") != PROOF_TYPE or header.get("alg") != PROOF_ALGORITHM:
         raise ProofRefused("malformed")
-    jwk = _public_jwk(header)
+    jwk = p256_public_jwk(header.get("jwk"))
     try:
-        key = _public_key(jwk["x"], jwk["y"])
+        key = es256_public_key(jwk["x"], jwk["y"])
         claims = jwt.decode(
             token,
             key,

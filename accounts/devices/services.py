@@ -31,6 +31,8 @@ TRUST_META_KEY = "portcullis.device_trust"
 # Set by a write that wants the response to carry a fresh bound cookie / a new device cookie.
 REFRESH_META_KEY = "portcullis.device_refresh"
 NEW_DEVICE_COOKIE_META_KEY = "portcullis.device_cookie"
+# Set when a session has just bound to a device key: the response offers DBSC registration.
+DBSC_OFFER_META_KEY = "portcullis.dbsc_offer"
 BOUND_COOKIE_SALT = "portcullis.device-bound"
 # Hints Chromium sends unasked; kept as the browser said them (quoted lists), shown to people.
 CLIENT_HINT_HEADERS = {
@@ -151,6 +153,7 @@ def device_session_bind(*, request: HttpRequest, user: User, record: UserSession
             jwk=proof.jwk,
         )
         request.META[REFRESH_META_KEY] = (record.pk, device.key_thumbprint)
+        request.META[DBSC_OFFER_META_KEY] = record.pk
     elif settings.DEVICE_WEAK_FALLBACK == "cookie":
         secret = request.COOKIES.get(device_cookie_name(), "")
         revoked = BrowserDevice.objects.filter(key_thumbprint=_cookie_hash(secret), revoked_at__isnull=False)

@@ -1,4 +1,4 @@
-"""The person's own devices, the proof refresh, and the waiting-for-approval page."""
+"""The person's own devices, the proof refresh, DBSC, and the waiting-for-approval page."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from accounts.devices import selectors, services
-from accounts.devices.proofs import nonce_issue
+from accounts.devices import dbsc, selectors, services
+from accounts.devices.proofs import ProofRefused, nonce_issue
 from accounts.models import BrowserDevice, User
 
 
@@ -32,6 +32,43 @@ def device_refresh_view(request: HttpRequest) -> JsonResponse:
     if request.META.get(services.REFRESH_META_KEY) is None:
         return JsonResponse({"detail": "No valid device proof.", "code": "device_proof_required"}, status=401)
     return JsonResponse({"nonce": nonce_issue(), "refresh_seconds": settings.DEVICE_REFRESH_SECONDS})
+
+
+def _dbsc_refused(refused: ProofRefused) -> JsonResponse:
+    # A 4xx other than 403 ends the browser's DBSC session (the draft's "terminate the session").
+    return JsonResponse(
+        {"detail": "Device-bound session refused.", "code": f"dbsc_{refused.code}"}, status=401
+    )
+
+
+# The browser calls the two DBSC endpoints itself, with no device proof and no CSRF token:
+# the JWT signed by the session's DBSC key is the credential (accounts.devices.dbsc).
+@csrf_exempt
+@never_cache
+@require_POST
+def dbsc_register_view(request: HttpRequest) -> JsonResponse:
+    if not dbsc.dbsc_enabled():
+        raise Http404
+    try:
+        return JsonResponse(dbsc.dbsc_register(request=request))
+    except ProofRefused as refused:
+        return _dbsc_refused(refused)
+
+
+@csrf_exempt
+@never_cache
+@require_POST
+def dbsc_refresh_view(request: HttpRequest) -> JsonResponse:
+    if not dbsc.dbsc_enabled():
+        raise Http404
+    try:
+        return JsonResponse(dbsc.dbsc_refresh(request=request))
+    except dbsc.ChallengeRequired as required:
+        response = JsonResponse({"detail": "Sign the challenge.", "code": "dbsc_challenge"}, status=403)
+        response[dbsc.CHALLENGE_HEADER] = required.header
+        return response
+    except ProofRefused as refused:
+        return _dbsc_refused(refused)
 
 
 @never_cache

@@ -32,12 +32,15 @@ ALLOWED_ANONYMOUS = {
     "accounts:sso_callback",
     "accounts:sso_backchannel_logout",
 }
-# The device refresh answers only a proof of the session's device key (tests/devices).
+# The device refresh answers only a proof of the session's device key, DBSC's two endpoints
+# only a JWT of the session's DBSC key (tests/devices).
 ALLOWED_PASSWORD_ONLY = ALLOWED_ANONYMOUS | {
     "accounts:otp",
     "accounts:enroll",
     "accounts:logout",
     "accounts:device_refresh",
+    "accounts:dbsc_register",
+    "accounts:dbsc_refresh",
     "accounts:passkey_assertion_options",
 }
 
