@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ from datetime import datetime
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.http import Http404
 from django.utils import timezone
 
@@ -313,6 +314,17 @@ def message_delivery_announce(*, message: Message, status: str) -> None:
 
 
 @dataclass(frozen=True)
+class KnownThread:
+    """The conversation a sender's messages are joining, and its contact. A channel that
+    stays connected to its sender (a chat socket) holds it between messages as a hint,
+    never as the truth: it is used only while that conversation is still open, in the
+    inbox, and the contact's that the handle names."""
+
+    contact_id: int
+    conversation_id: int
+
+
+@dataclass(frozen=True)
 class InboundMessage:
     inbox: Inbox
     channel_kind: ChannelKind
@@ -329,12 +341,17 @@ class InboundMessage:
     continue_open_conversation: bool = True
     # The contact of `handle`, when the channel has resolved it already (saves a query).
     contact: Contact | None = None
+    # Where this sender's last message went, as the channel held it: the message joins
+    # that conversation in one statement when it is still open (see `_thread_continue`).
+    known_thread: KnownThread | None = None
 
 
 @dataclass(frozen=True)
 class InboundResult:
     message: Message
     created: bool
+    # Where a stored message went, for a channel to hold (None for a duplicate).
+    thread: KnownThread | None = None
 
 
 def contact_for_handle(*, channel_kind: str, handle: str, name: str = "") -> Contact:
@@ -370,12 +387,21 @@ def _existing(inbound: InboundMessage) -> Message | None:
 
 def inbound_message_record(inbound: InboundMessage) -> InboundResult:
     """Store a customer's message idempotently: the same provider id is stored once,
-    even when two workers race to store it."""
+    even when two workers race to store it.
+
+    A message that continues a known thread is stored by one statement; when the thread
+    is no longer open (resolved, deleted, its contact merged) it takes the full path."""
+    redaction = None
+    if inbound.known_thread is not None:
+        redaction = _inbound_redaction(inbound)
+        continued = _thread_continue(inbound, inbound.known_thread, redaction)
+        if continued is not None:
+            return continued
     existing = _existing(inbound)
     if existing is not None:
         return InboundResult(existing, created=False)
     try:
-        return _inbound_store(inbound)
+        return _inbound_store(inbound, redaction or _inbound_redaction(inbound))
     except IntegrityError:
         existing = _existing(inbound)
         if existing is None:
@@ -383,11 +409,22 @@ def inbound_message_record(inbound: InboundMessage) -> InboundResult:
         return InboundResult(existing, created=False)
 
 
-def _inbound_store(inbound: InboundMessage) -> InboundResult:
-    # Every channel's messages are stored here, so redaction at ingest covers them all.
-    redaction = dlp.inbound_redact(
+def _inbound_redaction(inbound: InboundMessage) -> dlp.Redaction:
+    # Every channel's messages are stored through here, so redaction at ingest covers them all.
+    return dlp.inbound_redact(
         inbox=inbound.inbox, text=inbound.text, html=inbound.html, subject=inbound.subject
     )
+
+
+def _inbound_announce(inbound: InboundMessage, message: Message, *, created_conversation: bool) -> None:
+    events.publish_after_commit(
+        inbox_id=inbound.inbox.pk,
+        event="conversation.created" if created_conversation else "message.created",
+        payload={"conversation_id": message.conversation_id, "message_id": message.pk},
+    )
+
+
+def _inbound_store(inbound: InboundMessage, redaction: dlp.Redaction) -> InboundResult:
     with transaction.atomic():
         contact = inbound.contact or contact_for_handle(
             channel_kind=inbound.channel_kind, handle=inbound.handle, name=inbound.sender_name
@@ -427,9 +464,120 @@ def _inbound_store(inbound: InboundMessage) -> InboundResult:
             delivery_status=Message.DeliveryStatus.RECEIVED,
         )
         dlp.inbound_findings_record(redaction, message=message)
-        events.publish_after_commit(
-            inbox_id=inbound.inbox.pk,
-            event="conversation.created" if created_conversation else "message.created",
-            payload={"conversation_id": conversation.pk, "message_id": message.pk},
+        _inbound_announce(inbound, message, created_conversation=created_conversation)
+    return InboundResult(message, created=True, thread=KnownThread(conversation.contact_id, conversation.pk))
+
+
+def _thread_continue(
+    inbound: InboundMessage, thread: KnownThread, redaction: dlp.Redaction
+) -> InboundResult | None:
+    """The full path's store for a message joining a conversation it already found, with
+    the same redaction, findings and live event; None when the thread is not open now."""
+    now = timezone.now()
+    # A message with findings is stored with them or not at all; one without is a single
+    # statement, atomic by itself, and needs no transaction round trips.
+    with transaction.atomic() if redaction.findings else contextlib.nullcontext():
+        found, message_id = _message_insert_into_open_thread(inbound, thread, redaction, now=now)
+        if not found:
+            return None
+        if message_id is None:  # a resend: its provider id is stored already
+            existing = _existing(inbound)
+            # Deleted in between (its conversation was): the full path stores it afresh.
+            return InboundResult(existing, created=False) if existing is not None else None
+        stored = {
+            "id": message_id,
+            "conversation_id": thread.conversation_id,
+            "inbox_id": inbound.inbox.pk,
+            "direction": Message.Direction.INBOUND,
+            "sender_user_id": None,
+            "sender_name": inbound.sender_name[:200],
+            "text": redaction.text,
+            "html": redaction.html,
+            "provider_message_id": inbound.provider_message_id,
+            "delivery_status": Message.DeliveryStatus.RECEIVED,
+            "delivery_detail": "",
+            "created_at": now,
+        }
+        message = Message.from_db(connection.alias, list(stored), list(stored.values()))
+        dlp.inbound_findings_record(redaction, message=message)
+        _inbound_announce(inbound, message, created_conversation=False)
+    return InboundResult(message, created=True, thread=thread)
+
+
+def _message_insert_into_open_thread(
+    inbound: InboundMessage, thread: KnownThread, redaction: dlp.Redaction, *, now: datetime
+) -> tuple[bool, int | None]:
+    """Insert the message into the held conversation and wake it, in one statement:
+    whether the conversation was still open (and the handle's contact's), and the new
+    message's id (None when its provider id was stored already).
+
+    Raw SQL because the ORM cannot say it: an INSERT … SELECT … ON CONFLICT DO NOTHING
+    and an UPDATE of the row it locked, in one round trip. What the full path reads in
+    separate queries is checked here: the conversation is in the inbox, not resolved, and
+    belongs to the contact the handle names, who was not merged into another (the full
+    path would follow the merge). Locked as the UPDATE would lock it (FOR NO KEY UPDATE:
+    agents' replies inserted beside it do not wait), so an agent resolving it at the same
+    moment either commits first (no row: the full path opens a new conversation) or waits.
+    The UPDATE is the full path's: the customer's answer wakes a parked conversation."""
+    conversation, contact, identity = (
+        Conversation._meta.db_table,
+        Contact._meta.db_table,
+        ContactIdentity._meta.db_table,
+    )
+    sql = f"""
+        WITH thread AS (
+            SELECT conversation.id, conversation.inbox_id
+            FROM {conversation} conversation
+            JOIN {contact} contact ON contact.id = conversation.contact_id
+            JOIN {identity} identity ON identity.contact_id = contact.id
+            WHERE conversation.id = %(conversation_id)s
+                AND conversation.inbox_id = %(inbox_id)s
+                AND conversation.contact_id = %(contact_id)s
+                AND conversation.status <> %(resolved)s
+                AND contact.merged_into_id IS NULL
+                AND identity.channel_kind = %(channel_kind)s
+                AND identity.handle = %(handle)s
+            FOR NO KEY UPDATE OF conversation
+        ), stored AS (
+            INSERT INTO {Message._meta.db_table} (
+                conversation_id, inbox_id, direction, sender_user_id, sender_name, text, html,
+                provider_message_id, delivery_status, delivery_detail, created_at
+            )
+            SELECT id, inbox_id, %(direction)s, NULL, %(sender_name)s, %(text)s, %(html)s,
+                %(provider_message_id)s, %(delivery_status)s, '', %(now)s
+            FROM thread
+            ON CONFLICT (inbox_id, provider_message_id) WHERE provider_message_id IS NOT NULL
+                DO NOTHING
+            RETURNING id, conversation_id
+        ), woken AS (
+            UPDATE {conversation} conversation
+            SET last_activity_at = %(now)s, status = %(open)s, snoozed_until = NULL
+            FROM stored
+            WHERE conversation.id = stored.conversation_id
         )
-    return InboundResult(message, created=True)
+        SELECT stored.id FROM thread LEFT JOIN stored ON true
+    """  # noqa: S608  # only table names are interpolated, from the models; values are parameters
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            {
+                "conversation_id": thread.conversation_id,
+                "inbox_id": inbound.inbox.pk,
+                "contact_id": thread.contact_id,
+                "resolved": Status.RESOLVED,
+                "channel_kind": inbound.channel_kind,
+                "handle": inbound.handle,
+                "direction": Message.Direction.INBOUND,
+                "sender_name": inbound.sender_name[:200],
+                "text": redaction.text,
+                "html": redaction.html,
+                "provider_message_id": inbound.provider_message_id,
+                "delivery_status": Message.DeliveryStatus.RECEIVED,
+                "now": now,
+                "open": Status.OPEN,
+            },
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return False, None
+    return True, row[0]

@@ -24,6 +24,7 @@ from channels_app.livechat import services as livechat
 from channels_app.livechat.models import FieldMode, LiveChatChannel
 from channels_app.livechat.services import (
     Close,
+    Held,
     Received,
     StoreBusy,
     Visitor,
@@ -33,6 +34,7 @@ from channels_app.livechat.services import (
 from config import metrics
 from inbox.event_types import LiveChatMessage
 from inbox.events import CatchUp, inbox_group, layer_send, sequences_now
+from inbox.services import KnownThread
 
 HELLO_TIMEOUT_SECONDS = 10
 # Frames of any kind a socket may send: a burst, then a steady trickle. Messages are
@@ -41,6 +43,11 @@ FRAME_BURST, FRAMES_PER_SECOND = 20, 2.0
 # Frames refused for rate before the socket is closed as a flood.
 FLOOD_STRIKES = 10
 TYPING_INTERVAL_SECONDS = 2.0
+# How long a socket trusts its last look at the channel (enabled, the page's origin still
+# listed) before a message reads it again. A change sends `livechat.channel_changed`, read
+# at once; this bounds the wait when that event was lost (the layer delivers at most once)
+# or the change sent none (a queryset update()).
+CHANNEL_RECHECK_SECONDS = 30.0
 
 
 class StoreSlots:
@@ -81,6 +88,11 @@ class VisitorConsumer(PooledDatabaseConsumer):
     channel: LiveChatChannel | None = None
     visitor: Visitor | None = None
     conversation_id: int | None = None
+    # Where this visitor's next message goes (their last one's, or the open conversation
+    # they returned to), and until when (monotonic) the channel is known to allow the
+    # page: a follow-up message then reads neither again.
+    thread: KnownThread | None = None
+    channel_allowed_until = 0.0
 
     async def connect(self) -> None:
         self.origin = scope_header(self.scope, b"origin")
@@ -200,6 +212,7 @@ class VisitorConsumer(PooledDatabaseConsumer):
         self.visitor = welcome.visitor
         self.visitor_until = time.time() + settings.LIVECHAT_VISITOR_TOKEN_MAX_AGE
         self.conversation_id = welcome.conversation_id
+        self.thread = welcome.thread
         # Read before joining: a reply sent in between then shows as a gap.
         self.catch_up.watch.start(await sequences_now([welcome.visitor.group]))
         await self.channel_layer.group_add(welcome.visitor.group, self.channel_name)
@@ -246,6 +259,7 @@ class VisitorConsumer(PooledDatabaseConsumer):
         assert self.channel is not None and self.visitor is not None  # noqa: S101
         if livechat.prechat_missing(self.channel, self.visitor):
             raise VisitorInputError("prechat_required", "Fill in the form first.")
+        channel_allowed = time.monotonic() < self.channel_allowed_until
         with store_slots.slot():
             received = await socket_db(livechat.visitor_message_receive)(
                 visitor=self.visitor,
@@ -253,7 +267,10 @@ class VisitorConsumer(PooledDatabaseConsumer):
                 ip_address=self.ip_address,
                 client_id=content.get("id"),
                 text=content.get("text"),
+                held=Held(channel_allowed=channel_allowed, thread=self.thread),
             )
+        if not channel_allowed:  # it was read for this message, and allowed it
+            self._channel_allowed_now()
         await self._delivered(content, received)
 
     async def _offline(self, content: dict[str, Any]) -> None:
@@ -273,6 +290,8 @@ class VisitorConsumer(PooledDatabaseConsumer):
         """The message is stored: acknowledge it, and show it in the visitor's other tabs."""
         assert self.visitor is not None  # noqa: S101
         self.conversation_id = received.conversation_id
+        if received.thread is not None:
+            self.thread = received.thread
         metrics.LIVECHAT_MESSAGES.inc()
         await self._send({"type": "ack", "id": content.get("id"), "message": received.shown})
         frame: LiveChatMessage = {"type": "livechat.message", "message": received.shown}
@@ -322,11 +341,17 @@ class VisitorConsumer(PooledDatabaseConsumer):
         if self.visitor is not None:
             await self._send({"type": "read", "up_to": event["up_to"]})
 
+    def _channel_allowed_now(self) -> None:
+        self.channel_allowed_until = time.monotonic() + CHANNEL_RECHECK_SECONDS
+
     async def livechat_channel_changed(self, event: dict[str, Any]) -> None:
-        """A supervisor changed the channel: this page may no longer be allowed."""
+        """A supervisor changed the channel: this page may no longer be allowed (the
+        socket's frames wait meanwhile: a consumer handles one message at a time)."""
         if self.channel is None:
             return
         if not await socket_db(selectors.channel_still_allows)(
             channel_id=self.channel.pk, origin=self.origin
         ):
             await self._refuse(VisitorRefused(Close.CHANNEL_CLOSED, "This chat is closed."))
+            return
+        self._channel_allowed_now()

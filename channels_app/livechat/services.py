@@ -38,7 +38,13 @@ from inbox.event_types import (
     WidgetMessage,
 )
 from inbox.models import Attachment, ChannelKind, Conversation, Inbox, Message
-from inbox.services import InboundMessage, attachment_file_store, inbound_message_record
+from inbox.services import (
+    InboundMessage,
+    InboundResult,
+    KnownThread,
+    attachment_file_store,
+    inbound_message_record,
+)
 
 TOKEN_SALT = "portcullis.livechat.visitor"  # noqa: S105  # a namespace, not a secret
 MAX_TOKEN_LENGTH = 2048
@@ -114,10 +120,22 @@ class Visitor:
 
 @dataclass(frozen=True)
 class Received:
-    """A visitor's message as stored: its conversation, and the message as the widget shows it."""
+    """A visitor's message as stored: its conversation, the message as the widget shows it,
+    and where it went for the socket to hold (None for a resend)."""
 
     conversation_id: int
     shown: WidgetMessage
+    thread: KnownThread | None
+
+
+@dataclass(frozen=True)
+class Held:
+    """What a visitor's socket learnt from its earlier messages, so the next one does not
+    read it again: that the channel still allowed the page, and the thread the last
+    message joined. Both are the socket's own, never taken from a frame."""
+
+    channel_allowed: bool = False
+    thread: KnownThread | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +145,8 @@ class Welcome:
     conversation_id: int | None
     history: list[WidgetMessage]
     agents_online: bool
+    # The conversation a returning visitor's next message continues, while it is open.
+    thread: KnownThread | None
 
 
 # --- Identity and tokens ----------------------------------------------------------------
@@ -237,12 +257,18 @@ def visitor_welcome(
     claims = _token_read(channel, token) if token is not None else None
     visitor = _visitor_from(channel, claims, site_user)
     conversation = selectors.visitor_conversation(inbox_id=channel.inbox_id, handle=visitor.handle)
+    # Their latest conversation, when not resolved, is the one the full path would continue
+    # (the latest of those not resolved): held, a page's first message need not look it up.
+    thread = None
+    if conversation is not None and conversation.status != Conversation.Status.RESOLVED:
+        thread = KnownThread(conversation.contact_id, conversation.pk)
     return Welcome(
         visitor=visitor,
         token=token_issue(visitor),
         conversation_id=conversation.pk if conversation else None,
         history=selectors.visitor_history(conversation),
         agents_online=selectors.agents_available(channel.inbox),
+        thread=thread,
     )
 
 
@@ -340,18 +366,19 @@ def _provider_id(visitor: Visitor, client_id: object) -> str:
     return f"livechat:{visitor.group.rsplit('.', 1)[1]}:{client_id}"
 
 
-def _channel_inbox(visitor: Visitor, origin: str) -> Inbox:
-    """The channel's inbox, re-checked on every message: a channel disabled (or an origin
-    dropped from its allowlist) a moment ago takes no more messages."""
-    if not selectors.channel_still_allows(channel_id=visitor.channel_id, origin=origin):
+def _channel_inbox(visitor: Visitor, origin: str, *, known_allowed: bool) -> Inbox:
+    """The channel's inbox, re-checked for each message unless the socket knows it still
+    allows the page: a channel disabled (or an origin dropped from its allowlist) a moment
+    ago takes no more messages."""
+    if not known_allowed and not selectors.channel_still_allows(channel_id=visitor.channel_id, origin=origin):
         raise VisitorRefused(Close.CHANNEL_CLOSED, "This chat is closed.")
     # The inbox row itself is not needed: the message only refers to it.
     return Inbox(pk=visitor.inbox_id, channel_kind=ChannelKind.LIVECHAT)
 
 
-def _store(visitor: Visitor, origin: str, text: str, provider_id: str) -> Message:
-    inbox = _channel_inbox(visitor, origin)
-    recorded = inbound_message_record(
+def _store(visitor: Visitor, origin: str, text: str, provider_id: str, held: Held) -> InboundResult:
+    inbox = _channel_inbox(visitor, origin, known_allowed=held.channel_allowed)
+    return inbound_message_record(
         InboundMessage(
             inbox=inbox,
             channel_kind=ChannelKind.LIVECHAT,
@@ -360,21 +387,36 @@ def _store(visitor: Visitor, origin: str, text: str, provider_id: str) -> Messag
             text=text,
             provider_message_id=provider_id,
             subject=text.splitlines()[0][:100],
+            known_thread=held.thread,
         )
     )
-    return recorded.message
+
+
+def _received(recorded: InboundResult, attachments: list[Attachment]) -> Received:
+    message = recorded.message
+    return Received(
+        message.conversation_id, selectors.message_payload(message, attachments=attachments), recorded.thread
+    )
 
 
 def visitor_message_receive(
-    *, visitor: Visitor, origin: str, ip_address: str | None, client_id: object, text: object
+    *,
+    visitor: Visitor,
+    origin: str,
+    ip_address: str | None,
+    client_id: object,
+    text: object,
+    held: Held = Held(),
 ) -> Received:
     """Store a visitor's message (once per client id, so a resend after a reconnect is
-    harmless) and return it as the widget shows it. Agents hear of it after the commit."""
+    harmless) and return it as the widget shows it. Agents hear of it after the commit.
+
+    With what the socket holds, a follow-up costs two statements (the inbox's redaction
+    rules, and one that stores the message and wakes its conversation)."""
     clean = _text_clean(text)
     provider_id = _provider_id(visitor, client_id)
     _message_allowed(visitor, ip_address)
-    message = _store(visitor, origin, clean, provider_id)
-    return Received(message.conversation_id, selectors.message_payload(message, attachments=[]))
+    return _received(_store(visitor, origin, clean, provider_id, held), attachments=[])
 
 
 def visitor_offline_message(
@@ -388,8 +430,8 @@ def visitor_offline_message(
     provider_id = _provider_id(visitor, client_id)
     _message_allowed(visitor, ip_address)
     body = f"Offline message. Reply to {address} (given by the visitor, not verified).\n\n{clean}"
-    message = _store(replace(visitor, email=visitor.email or address), origin, body, provider_id)
-    return Received(message.conversation_id, selectors.message_payload(message, attachments=[]))
+    recorded = _store(replace(visitor, email=visitor.email or address), origin, body, provider_id, Held())
+    return _received(recorded, attachments=[])
 
 
 def visitor_read_mark(*, visitor: Visitor, up_to_message_id: object) -> None:
@@ -457,7 +499,8 @@ def visitor_upload_receive(
     _message_allowed(visitor, ip_address)
     path, digest = attachment_file_store(content=content, extension=extension)
     with transaction.atomic():
-        message = _store(visitor, origin, text, provider_id)
+        recorded = _store(visitor, origin, text, provider_id, Held())
+        message = recorded.message
         # A resend of the same client id finds its message, and the file, already stored.
         attachments = list(message.attachments.all())
         if not attachments:
@@ -471,7 +514,7 @@ def visitor_upload_receive(
                     sha256=digest,
                 )
             ]
-    return Received(message.conversation_id, selectors.message_payload(message, attachments=attachments))
+    return _received(recorded, attachments=attachments)
 
 
 # --- Agents' replies --------------------------------------------------------------------
