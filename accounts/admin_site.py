@@ -7,7 +7,9 @@ from django.utils.http import urlencode
 from django_otp.admin import OTPAdminSite
 
 from accounts.selectors import is_verified
+from accounts.supervision import supervision_overview
 from accounts.views import logout_view
+from inbox.policy import AccessContext
 
 
 class PortcullisAdminSite(OTPAdminSite):
@@ -27,6 +29,10 @@ class PortcullisAdminSite(OTPAdminSite):
             raise PermissionDenied("Your role does not include the supervision admin.")
         target = request.GET.get("next") or reverse("admin:index")
         return HttpResponseRedirect(f"{reverse('accounts:login')}?{urlencode({'next': target})}")
+
+    def index(self, request: HttpRequest, extra_context: dict[str, object] | None = None) -> HttpResponse:
+        overview = supervision_overview(AccessContext.from_request(request))
+        return super().index(request, {**(extra_context or {}), "overview": overview})
 
     def logout(self, request: HttpRequest, extra_context: dict[str, object] | None = None) -> HttpResponse:
         # The admin's logout button must end the server-side session record too.

@@ -15,8 +15,8 @@ import hashlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, NoReturn, TypeVar
+from datetime import datetime, timedelta
+from typing import Any, NoReturn, TypeVar, cast
 
 from django.conf import settings
 from django.contrib.auth.models import Group, Permission
@@ -32,6 +32,7 @@ from accounts import roles, services
 from accounts.live import sockets_recheck
 from accounts.models import (
     ApprovalRule,
+    BrowserDevice,
     ChangeKind,
     ChangeRequest,
     EnrollmentCode,
@@ -39,6 +40,8 @@ from accounts.models import (
     User,
     UserSession,
 )
+from audit.alerts.models import Alert, AlertSeverity
+from audit.alerts.selectors import alerts_visible
 from audit.services import Kind, Severity, security_event_record
 from inbox import policy
 from inbox.models import (
@@ -106,6 +109,18 @@ def _refuse(ctx: AccessContext, request: HttpRequest | None, message: str, **det
 
 
 # --- What an actor may hand out -----------------------------------------------------------
+
+# What each grantable permission lets its holder do, in the words of the workspace.
+ACTION_LABELS = {
+    policy.INBOX_CODENAMES[policy.Action.VIEW]: "View: read the inbox's conversations",
+    policy.INBOX_CODENAMES[policy.Action.REPLY]: "Reply: answer, add notes, change status and labels",
+    policy.INBOX_CODENAMES[policy.Action.ASSIGN]: "Assign: hand conversations to people",
+    policy.INBOX_CODENAMES[policy.Action.EXPORT]: "Export: download the inbox's conversations",
+    policy.INBOX_CODENAMES[policy.Action.MANAGE]: "Manage: the inbox's grants and configuration",
+    policy.CONVERSATION_CODENAMES[policy.Action.VIEW]: "View: read this conversation",
+    policy.CONVERSATION_CODENAMES[policy.Action.REPLY]: "Reply: work this conversation",
+    policy.MANAGE_TEAM_CODENAME: "Manage: the team's members",
+}
 
 
 def group_assignable_check(ctx: AccessContext, request: HttpRequest | None, group: Group) -> None:
@@ -520,6 +535,88 @@ def _scope_filter(ctx: AccessContext) -> Q:
     inbox_ids = list(policy.managed_inboxes(ctx).values_list("pk", flat=True))
     team_ids = list(policy.managed_teams(ctx).values_list("pk", flat=True))
     return Q(payload__scope_inbox__in=inbox_ids) | Q(payload__scope_team__in=team_ids)
+
+
+# --- The dashboard ---------------------------------------------------------------------------
+
+GRANT_MODELS = (
+    (InboxUserObjectPermission, "content_object__in", policy.managed_inboxes),
+    (InboxGroupObjectPermission, "content_object__in", policy.managed_inboxes),
+    (ConversationUserObjectPermission, "content_object__inbox__in", policy.managed_inboxes),
+    (ConversationGroupObjectPermission, "content_object__inbox__in", policy.managed_inboxes),
+    (TeamUserObjectPermission, "content_object__in", policy.managed_teams),
+    (TeamGroupObjectPermission, "content_object__in", policy.managed_teams),
+)
+GRANTS_ENDING_WITHIN = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class GrantEnding:
+    holder: str
+    action: str
+    target: str
+    expires_at: datetime
+    url_name: str  # the admin list the grant is changed in
+    pk: int
+
+
+@dataclass(frozen=True)
+class Overview:
+    """What waits for a supervisor, inside their delegation: the admin's first page."""
+
+    open_alerts: int
+    high_alerts: int
+    changes_waiting: int
+    devices_waiting: int
+    grants_ending: list[GrantEnding]
+
+
+def grant_holder_field(model: type[Any]) -> str:
+    """Which field of a grant model holds its holder: a person's grants name a user, a
+    team's a group."""
+    return "user" if "user" in {field.name for field in model._meta.fields} else "group"
+
+
+def _grants_ending(ctx: AccessContext, limit: int) -> list[GrantEnding]:
+    now = timezone.now()
+    found: list[GrantEnding] = []
+    for model, path, scope in GRANT_MODELS:
+        holder = grant_holder_field(model)
+        rows = (
+            model.objects.filter(
+                **{path: scope(ctx)}, expires_at__gt=now, expires_at__lte=now + GRANTS_ENDING_WITHIN
+            )
+            .select_related(holder, "permission", "content_object")
+            .order_by("expires_at")[:limit]
+        )
+        found += [
+            GrantEnding(
+                holder=str(getattr(grant, holder)),
+                action=ACTION_LABELS.get(grant.permission.codename, grant.permission.name),
+                target=str(grant.content_object),
+                expires_at=cast(datetime, grant.expires_at),  # filtered on it above
+                url_name=f"admin:{model._meta.app_label}_{model._meta.model_name}_change",
+                pk=grant.pk,
+            )
+            for grant in rows
+        ]
+    return sorted(found, key=lambda grant: grant.expires_at)[:limit]
+
+
+def supervision_overview(ctx: AccessContext, *, grants: int = 8) -> Overview:
+    """Counts through the same scopes as the lists they link to, so a number never names
+    more than the list behind it shows; the next grants to end, soonest first."""
+    open_alerts = alerts_visible(ctx).filter(status=Alert.Status.OPEN)
+    devices = BrowserDevice.objects.filter(approval=BrowserDevice.Approval.PENDING, revoked_at__isnull=True)
+    if not policy.is_administrator(ctx.user):
+        devices = devices.filter(user__in=policy.managed_users(ctx))
+    return Overview(
+        open_alerts=open_alerts.count(),
+        high_alerts=open_alerts.filter(severity__gte=AlertSeverity.HIGH).count(),
+        changes_waiting=change_requests_in_scope(ctx).filter(state=ChangeRequest.State.PENDING).count(),
+        devices_waiting=devices.count(),
+        grants_ending=_grants_ending(ctx, grants),
+    )
 
 
 # --- Enrollment codes -----------------------------------------------------------------------

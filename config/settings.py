@@ -61,10 +61,10 @@ INSTALLED_APPS = [
     # Its configuration checks (and DEBUG's start-up warning that they are off otherwise).
     "servestatic",
     "django_otp",
-    "django_otp.plugins.otp_totp",
-    "django_otp.plugins.otp_static",
+    "accounts.apps.AuthenticatorAppsConfig",
+    "accounts.apps.BackupCodesConfig",
     "guardian",
-    "auditlog",
+    "accounts.apps.ChangeHistoryConfig",
     "rest_framework",
     "drf_spectacular",
     "channels",

@@ -15,6 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.widgets import FilteredSelectMultiple
 from django.contrib.auth.models import Permission
@@ -79,7 +80,13 @@ def _usernames(users: QuerySet[User]) -> str:
 
 
 def administrator_only(request: HttpRequest) -> bool:
-    return isinstance(request.user, User) and policy.is_administrator(request.user)
+    """Asked by most models' permission checks, so about thirty times for the admin's
+    navigation alone: answered once per request."""
+    answers = request.__dict__
+    if "_portcullis_administrator" not in answers:
+        user = request.user
+        answers["_portcullis_administrator"] = isinstance(user, User) and policy.is_administrator(user)
+    return bool(answers["_portcullis_administrator"])
 
 
 class InboxScopedAdminMixin:
@@ -157,13 +164,60 @@ class GrantStateFilter(admin.SimpleListFilter):
         return queryset
 
 
-GRANT_FIELDS = ("permission", "expires_at", "reason", "granted_by", "granted_at")
+GRANT_FIELDS = ("permission", "duration", "expires_at", "reason", "granted_by", "granted_at")
 # The product's actions, not Django's add/change/delete permissions.
 GRANTABLE_CODENAMES = {
     "inbox": sorted(policy.INBOX_CODENAMES.values()),
     "conversation": sorted(policy.CONVERSATION_CODENAMES.values()),
     "team": [policy.MANAGE_TEAM_CODENAME],
 }
+# Presets for how long a grant lasts; a date of one's own goes in "Ends at".
+DURATION_PRESETS = {
+    "1h": ("1 hour", timedelta(hours=1)),
+    "8h": ("8 hours (a shift)", timedelta(hours=8)),
+    "1d": ("1 day", timedelta(days=1)),
+    "7d": ("1 week", timedelta(days=7)),
+    "30d": ("30 days", timedelta(days=30)),
+}
+
+
+class ActionChoiceField(forms.ModelChoiceField[Permission]):
+    def label_from_instance(self, obj: Any) -> str:
+        return supervision.ACTION_LABELS.get(obj.codename, obj.name)
+
+
+class GrantForm(forms.ModelForm[Any]):
+    """One grant row: the action in the product's words, a duration preset or an end date
+    in the named time zone, and the reason."""
+
+    duration = forms.ChoiceField(
+        choices=[("", "Until the date given")]
+        + [(key, label) for key, (label, _) in DURATION_PRESETS.items()],
+        required=False,
+        label="Lasts",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "expires_at" in self.fields:
+            zone = timezone.get_current_timezone_name()
+            self.fields["expires_at"].label = f"Ends at ({zone})"
+            self.fields["expires_at"].help_text = (
+                f"Empty: no end. Longer than {settings.GRANT_MAX_DURATION.days} days or no end "
+                "waits for a second supervisor."
+            )
+        if "reason" in self.fields:
+            self.fields["reason"].widget = forms.TextInput(attrs={"size": 28})
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        preset = cleaned.get("duration")
+        if preset:
+            if cleaned.get("expires_at") and "expires_at" in self.changed_data:
+                self.add_error("duration", "Pick a duration or an end date, not both.")
+            else:
+                cleaned["expires_at"] = timezone.now() + DURATION_PRESETS[preset][1]
+        return cleaned
 
 
 def grant_payload(grant: Any) -> dict[str, Any]:
@@ -183,6 +237,17 @@ class GrantFormSet(forms.BaseInlineFormSet[Any, Any, Any]):
     anything is saved: no grant to oneself or one's own team, none beyond one's scope."""
 
     request: HttpRequest
+
+    def add_fields(self, form: Any, index: int | None) -> None:
+        super().add_fields(form, index)
+        # A tabular row's column heading is no label to a screen reader: each control
+        # carries its column's name.
+        for field in form.fields.values():
+            name = str(field.label or "")
+            widget = getattr(field.widget, "widget", field.widget)  # inside the related-object wrapper
+            widget.attrs["aria-label"] = name
+            for part, subwidget in zip(("date", "time"), getattr(widget, "widgets", ()), strict=False):
+                subwidget.attrs["aria-label"] = f"{name}, {part}"
 
     def clean(self) -> None:
         super().clean()
@@ -207,6 +272,7 @@ class GrantInline(admin.TabularInline[Any, Any]):
     editable only by those who manage it."""
 
     extra = 0
+    form = GrantForm
     formset = GrantFormSet
     readonly_fields = ("granted_by", "granted_at")
     permission_model = ""
@@ -224,6 +290,8 @@ class GrantInline(admin.TabularInline[Any, Any]):
                 content_type__model=self.permission_model,
                 codename__in=GRANTABLE_CODENAMES[self.permission_model],
             )
+            kwargs["form_class"] = ActionChoiceField
+            kwargs["label"] = "May"
         elif db_field.name == "user":
             kwargs["queryset"] = User.objects.filter(is_active=True).exclude(pk=ctx.user.pk)
         elif db_field.name == "group":
@@ -571,6 +639,23 @@ class ContactAdmin(admin.ModelAdmin[Contact]):
         )
 
 
+class GrantActionFilter(admin.SimpleListFilter):
+    """The grantable actions of the listed kind, in the product's words (Django's own
+    filter would list every permission, one query for each's content type)."""
+
+    title = "may"
+    parameter_name = "may"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [
+            (codename, supervision.ACTION_LABELS[codename])
+            for codename in GRANTABLE_CODENAMES[model_admin.permission_model]
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        return queryset.filter(permission__codename=self.value()) if self.value() else queryset
+
+
 class GrantAdmin(admin.ModelAdmin[Any]):
     """All grants of one kind in one list: what expires when, and why it was given. Only
     grants on what the viewer manages are listed.
@@ -579,21 +664,39 @@ class GrantAdmin(admin.ModelAdmin[Any]):
     expiry and reason change, through the same checks as there.
     """
 
-    list_display = ("__str__", "permission", "expires_at", "reason", "granted_by", "granted_at")
-    list_filter = (GrantStateFilter, "permission")
-    list_select_related = ("permission", "granted_by")
-    fields = ("holder", "permission", "content_object", "expires_at", "reason", "granted_by", "granted_at")
+    list_display = ("holder", "action", "content_object", "expires_at", "reason", "granted_by", "granted_at")
+    list_filter = (GrantStateFilter, GrantActionFilter)
+    form = GrantForm
+    fields = (
+        "holder",
+        "permission",
+        "content_object",
+        "duration",
+        "expires_at",
+        "reason",
+        "granted_by",
+        "granted_at",
+    )
     readonly_fields = ("holder", "permission", "content_object", "granted_by", "granted_at")
     search_fields = ("reason",)
     scope_path = "content_object__in"
     scope: Any = staticmethod(policy.managed_inboxes)
+    permission_model = "inbox"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
-        return super().get_queryset(request).filter(**{self.scope_path: self.scope(_ctx(request))})
+        holder = supervision.grant_holder_field(self.model)
+        rows = (
+            super().get_queryset(request).select_related(holder, "content_object", "permission", "granted_by")
+        )
+        return rows.filter(**{self.scope_path: self.scope(_ctx(request))})
 
     @admin.display(description="Granted to")
     def holder(self, obj: Any) -> str:
-        return str(getattr(obj, "user", None) or getattr(obj, "group", None))
+        return str(getattr(obj, supervision.grant_holder_field(self.model)))
+
+    @admin.display(description="May", ordering="permission__codename")
+    def action(self, obj: Any) -> str:
+        return supervision.ACTION_LABELS.get(obj.permission.codename, obj.permission.name)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -611,10 +714,12 @@ class GrantAdmin(admin.ModelAdmin[Any]):
 
 class ConversationGrantAdmin(GrantAdmin):
     scope_path = "content_object__inbox__in"
+    permission_model = "conversation"
 
 
 class TeamGrantAdmin(GrantAdmin):
     scope: Any = staticmethod(policy.managed_teams)
+    permission_model = "team"
 
 
 admin.site.register(InboxUserObjectPermission, GrantAdmin)

@@ -304,7 +304,8 @@ class InboxUserObjectPermission(GrantFields, UserObjectPermissionBase):
     content_object = models.ForeignKey(Inbox, on_delete=models.CASCADE, related_name="user_grants")
 
     class Meta(UserObjectPermissionBase.Meta):
-        verbose_name = "inbox grant to a user"
+        verbose_name = "inbox grant to a person"
+        verbose_name_plural = "inbox grants to people"
         indexes = [models.Index(fields=["user", "permission"], name="inbox_uop_user_perm_idx")]
 
 
@@ -313,6 +314,7 @@ class InboxGroupObjectPermission(GrantFields, GroupObjectPermissionBase):
 
     class Meta(GroupObjectPermissionBase.Meta):
         verbose_name = "inbox grant to a team"
+        verbose_name_plural = "inbox grants to teams"
         indexes = [models.Index(fields=["group", "permission"], name="inbox_gop_group_perm_idx")]
 
 
@@ -320,7 +322,8 @@ class ConversationUserObjectPermission(GrantFields, UserObjectPermissionBase):
     content_object = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="user_grants")
 
     class Meta(UserObjectPermissionBase.Meta):
-        verbose_name = "conversation grant to a user"
+        verbose_name = "conversation grant to a person"
+        verbose_name_plural = "conversation grants to people"
         indexes = [models.Index(fields=["user", "permission"], name="conv_uop_user_perm_idx")]
 
 
@@ -329,6 +332,7 @@ class ConversationGroupObjectPermission(GrantFields, GroupObjectPermissionBase):
 
     class Meta(GroupObjectPermissionBase.Meta):
         verbose_name = "conversation grant to a team"
+        verbose_name_plural = "conversation grants to teams"
         indexes = [models.Index(fields=["group", "permission"], name="conv_gop_group_perm_idx")]
 
 
@@ -336,7 +340,8 @@ class TeamUserObjectPermission(GrantFields, UserObjectPermissionBase):
     content_object = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="user_grants")
 
     class Meta(UserObjectPermissionBase.Meta):
-        verbose_name = "team grant to a user"
+        verbose_name = "team grant to a person"
+        verbose_name_plural = "team grants to people"
         indexes = [models.Index(fields=["user", "permission"], name="team_uop_user_perm_idx")]
 
 
@@ -345,6 +350,7 @@ class TeamGroupObjectPermission(GrantFields, GroupObjectPermissionBase):
 
     class Meta(GroupObjectPermissionBase.Meta):
         verbose_name = "team grant to a team"
+        verbose_name_plural = "team grants to teams"
         indexes = [models.Index(fields=["group", "permission"], name="team_gop_group_perm_idx")]
 
 

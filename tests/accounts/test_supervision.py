@@ -520,3 +520,95 @@ def test_every_admin_page_answers_without_error(org: Org, verified_client: Any) 
             for url in urls:
                 status = client.get(url).status_code
                 assert status in (200, 302, 403), f"{viewer.username} {url}: {status}"
+
+
+# --- The console: grants in the product's words, the dashboard -----------------------------
+
+
+def test_grant_forms_offer_the_products_actions_with_presets_and_the_time_zone(
+    org: Org, verified_client: Any
+) -> None:
+    page = verified_client(org.sam).get(f"/admin/inbox/inbox/{org.support.pk}/change/").content.decode()
+    assert "Reply: answer, add notes, change status and labels" in page
+    assert "Export: download the inbox&#x27;s conversations" in page
+    assert "Can reply in the inbox" not in page and "Can add" not in page
+    assert "Ends at (UTC)" in page and "8 hours (a shift)" in page
+
+
+def test_a_duration_preset_sets_the_end_and_a_preset_with_a_date_is_refused(
+    org: Org, verified_client: Any
+) -> None:
+    sam = verified_client(org.sam)
+    row = {"user": org.agent.pk, "permission": perm("assign_inbox"), "reason": "cover for Bo"}
+    both = {**row, "duration": "8h", **expiry_fields(timedelta(days=2))}
+    refused = sam.post(
+        f"/admin/inbox/inbox/{org.support.pk}/change/", inbox_form(org.support, "user_grants", both)
+    )
+    assert "Pick a duration or an end date, not both." in refused.content.decode()
+    assert not InboxUserObjectPermission.objects.filter(user=org.agent).exists()
+
+    preset = {**row, "duration": "8h", **expiry_fields(None)}
+    sam.post(f"/admin/inbox/inbox/{org.support.pk}/change/", inbox_form(org.support, "user_grants", preset))
+    grant = InboxUserObjectPermission.objects.get(user=org.agent, permission_id=perm("assign_inbox"))
+    # Within the maximum, so applied at once: without the preset it would be open-ended and wait.
+    assert grant.expires_at is not None
+    assert abs(grant.expires_at - (timezone.now() + timedelta(hours=8))) < timedelta(minutes=1)
+
+
+def _alert_about(user: User, severity: int) -> None:
+    from audit.alerts.models import Alert, AlertKind
+
+    Alert.objects.create(
+        kind=AlertKind.BULK_READS, severity=severity, score=50, user=user, pattern="p", summary="s"
+    )
+
+
+def test_the_dashboard_counts_only_the_supervisors_delegation(org: Org, verified_client: Any) -> None:
+    from accounts.models import BrowserDevice
+    from audit.alerts.models import AlertSeverity
+
+    _alert_about(org.agent, AlertSeverity.HIGH)
+    _alert_about(org.billing_agent, AlertSeverity.HIGH)
+    _alert_about(org.sam, AlertSeverity.HIGH)  # about herself: never shown to her
+    for user in (org.agent, org.billing_agent):
+        BrowserDevice.objects.create(
+            user=user, name="Chrome", binding="key", key_thumbprint=f"t{user.pk}", approval="pending"
+        )
+    soon = timezone.now() + timedelta(days=2)
+    assign_perm("assign_inbox", org.agent, org.support)
+    assign_perm("assign_inbox", org.billing_agent, org.billing)
+    InboxUserObjectPermission.objects.filter(permission_id=perm("assign_inbox")).update(
+        expires_at=soon, reason="holiday cover"
+    )
+
+    page = verified_client(org.sam).get("/admin/")
+    overview = page.context["overview"]
+    assert (overview.open_alerts, overview.high_alerts, overview.devices_waiting) == (1, 1, 1)
+    assert [(g.holder, g.target) for g in overview.grants_ending] == [("alice", "Support")]
+    html = page.content.decode()
+    assert "1 high or critical" in html and "carol" not in html
+
+    everything = verified_client(org.administrator).get("/admin/").context["overview"]
+    assert (everything.open_alerts, everything.devices_waiting, len(everything.grants_ending)) == (3, 2, 2)
+
+
+def test_the_grant_list_reads_the_same_number_of_queries_for_more_rows(
+    org: Org, verified_client: Any
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client = verified_client(org.administrator)
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get("/admin/inbox/inboxuserobjectpermission/").status_code == 200
+        return len(captured)
+
+    assign_perm("view_inbox", org.agent, org.billing)
+    queries()  # the first request fills per-process caches (content types)
+    few = queries()
+    for n in range(5):
+        extra = User.objects.create_user(username=f"extra{n}")
+        assign_perm("view_inbox", extra, org.support)
+    assert queries() == few <= 20

@@ -12,8 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import Permission
+from django_otp.plugins.otp_totp.models import TOTPDevice
+from guardian.shortcuts import assign_perm
 from playwright.sync_api import Browser, Page, expect
 
+from accounts import roles
 from tests.browser import ARTIFACTS, sign_in
 from tests.workspace.conftest import DESKTOP, Queue
 
@@ -69,3 +73,44 @@ def test_the_check_finds_a_planted_violation(browser: Browser) -> None:
     page = browser.new_page()
     page.set_content('<!doctype html><html lang="en"><title>t</title><main><img src="x.png"></main></html>')
     assert any("image-alt" in found for found in violations(page))
+
+
+@pytest.fixture
+def supervisor(queue: Queue, make_user: Any) -> TOTPDevice:
+    """Sam supervises the queue's inbox (written before the browser starts)."""
+    sam = make_user(roles.SUPERVISOR, username="sam", is_staff=True)
+    # The role's model permissions come from migrations, whose rows an earlier transactional
+    # test's flush removed: the pages below need these.
+    pages = ("inbox.change_inbox", "inbox.view_inboxuserobjectpermission", "accounts.view_user")
+    pages += ("audit.view_alert", "accounts.view_changerequest")
+    for dotted in pages:
+        app_label, codename = dotted.split(".")
+        sam.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    for codename in ("view_inbox", "reply_inbox", "manage_inbox"):
+        assign_perm(codename, sam, queue.inbox)
+    assign_perm("assign_inbox", queue.agent, queue.inbox)
+    return TOTPDevice.objects.get(user=sam)
+
+
+def test_the_main_admin_pages_have_no_serious_or_critical_violations(
+    queue: Queue, supervisor: TOTPDevice, app_server: str, browser: Browser
+) -> None:
+    page = browser.new_context(**DESKTOP).new_page()
+    sign_in(page, app_server, "sam", supervisor)
+    found = {}
+    for name, path in (
+        ("dashboard", "/admin/"),
+        ("inbox and its grants", f"/admin/inbox/inbox/{queue.inbox.pk}/change/"),
+        ("grants", "/admin/inbox/inboxuserobjectpermission/"),
+        ("people", "/admin/accounts/user/"),
+        ("alerts", "/admin/audit/alert/"),
+        ("change requests", "/admin/accounts/changerequest/"),
+    ):
+        response = page.goto(f"{app_server}{path}")
+        assert response is not None and response.status == 200, path
+        found[name] = violations(page)
+    expect(page.get_by_role("heading", name="Waiting for you")).to_have_count(0)  # only on the dashboard
+    page.goto(f"{app_server}/admin/")
+    expect(page.get_by_role("heading", name="Waiting for you")).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "admin-dashboard.png"), full_page=True)
+    assert not any(found.values()), found
