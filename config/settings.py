@@ -279,8 +279,22 @@ DEVICE_REFRESH_SECONDS = int(os.environ.get("DEVICE_REFRESH_SECONDS", "120"))
 # which tolerates a badly set clock without letting a proof live longer than its nonce.
 DEVICE_NONCE_MAX_AGE_SECONDS = int(os.environ.get("DEVICE_NONCE_MAX_AGE_SECONDS", "600"))
 DEVICE_PROOF_MAX_AGE_SECONDS = 300
-# Every new device waits for a supervisor's approval before the inbox opens on it.
-DEVICE_APPROVAL_REQUIRED = env_bool("DEVICE_APPROVAL_REQUIRED", False)
+# What a new device needs before the inbox opens on it: nothing ("open"), a supervisor's
+# approval ("approval"), or either that or its owner's passkey ("passkey_or_approval").
+# The one setting the code reads. DEVICE_APPROVAL_REQUIRED=1, its older name, means
+# "approval" when DEVICE_NEW_DEVICE is not set; set both, and they must agree.
+DEVICE_NEW_DEVICE = os.environ.get(
+    "DEVICE_NEW_DEVICE", "approval" if env_bool("DEVICE_APPROVAL_REQUIRED", False) else "open"
+)
+if DEVICE_NEW_DEVICE not in {"open", "approval", "passkey_or_approval"}:
+    raise ImproperlyConfigured("DEVICE_NEW_DEVICE must be open, approval or passkey_or_approval.")
+if os.environ.get("DEVICE_APPROVAL_REQUIRED") and env_bool("DEVICE_APPROVAL_REQUIRED", False) != (
+    DEVICE_NEW_DEVICE != "open"
+):
+    raise ImproperlyConfigured("DEVICE_APPROVAL_REQUIRED contradicts DEVICE_NEW_DEVICE; set only the latter.")
+# Under "passkey_or_approval": only a device-bound passkey (not a synced one, which lives on
+# every device of its sync account) may open a new device.
+DEVICE_NEW_DEVICE_PASSKEY_BOUND = env_bool("DEVICE_NEW_DEVICE_PASSKEY_BOUND", False)
 # Where the browser speaks Device Bound Session Credentials, it renews the bound cookie with
 # a key of its own too (accounts.devices.dbsc): offered at sign-in unless binding is off.
 DEVICE_DBSC = env_bool("DEVICE_DBSC", True)

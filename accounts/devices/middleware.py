@@ -21,6 +21,7 @@ from accounts.devices import dbsc, services
 from accounts.devices.proofs import DeviceProof, ProofRefused, nonce_issue, proof_verify
 from accounts.middleware import API_PREFIX, SELF_AUTHENTICATING_PREFIXES
 from accounts.models import BrowserDevice, UserSession
+from accounts.selectors import is_verified
 from accounts.services import SESSION_ENDED_REASON_KEY, session_end
 from audit.services import SESSION_ID_KEY, Kind, Severity, security_event_record
 
@@ -38,8 +39,13 @@ NO_PROOF_URL_NAMES = frozenset({"accounts:logout"})
 # The browser calls DBSC's endpoints itself, without a device proof: the JWT signed by the
 # session's DBSC key is their credential, which they check (accounts.devices.dbsc).
 DBSC_URL_NAMES = frozenset({dbsc.REGISTER_URL_NAME, dbsc.REFRESH_URL_NAME})
-# A device waiting for approval reaches only these.
-PENDING_URL_NAMES = frozenset({PENDING_URL_NAME, REFRESH_URL_NAME, "accounts:logout"}) | DBSC_URL_NAMES
+# A device waiting for approval reaches only these, once its session has its second factor
+# (before that VerifiedAccessMiddleware holds it to the sign-in's second step), and the
+# passkey's challenge: its owner's passkey may open it (DEVICE_NEW_DEVICE).
+PENDING_URL_NAMES = (
+    frozenset({PENDING_URL_NAME, REFRESH_URL_NAME, "accounts:logout", "accounts:passkey_assertion_options"})
+    | DBSC_URL_NAMES
+)
 READ_RECORD_SECONDS = 60
 
 
@@ -136,7 +142,12 @@ class DeviceBindingMiddleware:
             self._record(request, code=problem, device=device)
             if enforce:
                 return self._refuse(request, problem)
-        if device.approval == BrowserDevice.Approval.PENDING and name not in PENDING_URL_NAMES and enforce:
+        if (
+            device.approval == BrowserDevice.Approval.PENDING
+            and name not in PENDING_URL_NAMES
+            and enforce
+            and is_verified(request.user)
+        ):
             if request.method in SAFE_METHODS and not _wants_json(request):
                 return HttpResponseRedirect(reverse(PENDING_URL_NAME))
             return JsonResponse(

@@ -21,6 +21,10 @@ class BrowserDevice(models.Model):
         UNREVIEWED = "unreviewed", "Not reviewed"
         PENDING = "pending", "Waiting for approval"
         APPROVED = "approved", "Approved"
+        # Opened by its owner's passkey (DEVICE_NEW_DEVICE "passkey_or_approval"): a state
+        # of its own, not APPROVED with a note, so everything that reads APPROVED as "a
+        # supervisor vouched for it" (trust, rules, the admin's filter) stays true.
+        CONFIRMED = "confirmed", "Confirmed by its owner's passkey"
 
     class Trust(models.TextChoices):
         # The levels policy rules compare (inbox.policy.rules.DEVICE_TRUST_ORDER).
@@ -96,8 +100,9 @@ class BrowserDevice(models.Model):
     def _trust(self) -> tuple[str, list[str]]:
         """The level rules read, with the signals that decided it (the person and the
         supervisor see why). A key a supervisor approved, or whose management attests it
-        compliant, is high; an unreviewed key medium; a cookie, a device waiting for
-        approval, one attested non-compliant, or an outdated browser, low."""
+        compliant, is high; an unreviewed key, or one its owner confirmed with a passkey,
+        medium; a cookie, a device waiting for approval, one attested non-compliant, or an
+        outdated browser, low."""
         compliant = self.posture_compliant
         lowering = [
             reason
@@ -121,6 +126,10 @@ class BrowserDevice(models.Model):
         ]
         if raising:
             return self.Trust.HIGH, raising
+        # The owner's passkey proves the person, not that the browser is one the company
+        # knows: the device opens, but only a supervisor's review makes it high.
+        if self.approval == self.Approval.CONFIRMED:
+            return self.Trust.MEDIUM, ["confirmed by its owner's passkey, not reviewed"]
         return self.Trust.MEDIUM, ["device key, not reviewed"]
 
     @property

@@ -1,4 +1,5 @@
-"""Writes for devices: binding a session at sign-in, approval, revocation."""
+"""Writes for devices: binding a session at sign-in, approval (by a supervisor, or by the
+owner's passkey), revocation."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import ua_parser
 from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase
 from django.core import signing
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
@@ -117,9 +119,9 @@ def _register(
         device.save()
         return device
     approval = (
-        BrowserDevice.Approval.PENDING
-        if settings.DEVICE_APPROVAL_REQUIRED
-        else BrowserDevice.Approval.UNREVIEWED
+        BrowserDevice.Approval.UNREVIEWED
+        if settings.DEVICE_NEW_DEVICE == "open"
+        else BrowserDevice.Approval.PENDING
     )
     device = BrowserDevice.objects.create(
         user=user, binding=binding, key_thumbprint=thumbprint, public_key=jwk, approval=approval, **described
@@ -239,6 +241,87 @@ def device_approve(*, device: BrowserDevice, by: User, request: HttpRequest | No
             request=request,
             user=device.user,
             detail={"device": device.pk, "name": device.name, "by": by.get_username()},
+        )
+    return True
+
+
+def passkey_confirmation_offered() -> bool:
+    """Whether a device waiting for approval may be opened by its owner's passkey too."""
+    return settings.DEVICE_NEW_DEVICE == "passkey_or_approval"
+
+
+def _request_proves(request: HttpRequest, device: BrowserDevice) -> bool:
+    """This very request came from the device: signed by its key (or, for a cookie device,
+    carrying its cookie). The gate checks the same under enforce; checked here again so
+    that monitor mode, which lets a thief's write through, lets no thief open a device."""
+    if device.binding == BrowserDevice.Binding.COOKIE:
+        return device_cookie_hash_matches(request.COOKIES.get(device_cookie_name(), ""), device)
+    proof: DeviceProof | None = request.META.get(PROOF_META_KEY)
+    return proof is not None and proof.thumbprint == device.key_thumbprint
+
+
+def device_confirm_by_passkey(
+    *, request: HttpRequest, user: User, device: BrowserDevice, credential: str
+) -> bool:
+    """The owner opens their own device waiting for approval with a passkey assertion made
+    on it (DEVICE_NEW_DEVICE "passkey_or_approval"). The device becomes CONFIRMED, trust
+    medium: the passkey proves the person, not the browser, so only a supervisor's approval
+    makes it high. False: it was no longer waiting (approved or revoked meanwhile).
+
+    PermissionDenied: the policy does not offer this, or the request is not the device's
+    own. PasskeyRefused: no passkey answer (a code does not do), or one that did not
+    verify (recorded by the ceremony), or a synced one where policy wants a bound one."""
+    # passkeys.services imports this module (the session's device id).
+    from accounts.passkeys.services import PasskeyRefused, passkey_verify
+
+    if not passkey_confirmation_offered():
+        raise PermissionDenied("Only a supervisor can approve this device.")
+    if device.user_id != user.pk or not _request_proves(request, device):
+        raise PermissionDenied("A device can be confirmed only from itself.")
+    if not credential:
+        raise PasskeyRefused(
+            "Confirm this device with a passkey; a code does not.", reason="no passkey answer"
+        )
+    # The ceremony's own checks: this session's single-use challenge, this origin, user
+    # verification, one of this user's passkeys, the sign count. Its refusals are recorded.
+    passkey = passkey_verify(request=request, user=user, credential=credential)
+    # Registration's and this assertion's backup flags: a credential that could sync does not.
+    device_bound = passkey.is_device_bound
+    if settings.DEVICE_NEW_DEVICE_PASSKEY_BOUND and not device_bound:
+        security_event_record(
+            kind=Kind.OTP_FAILED,
+            request=request,
+            user=user,
+            severity=Severity.WARNING,
+            detail={
+                "factor": "passkey",
+                "step": "confirm_device",
+                "reason": "synced passkey",
+                "device": device.pk,
+            },
+        )
+        raise PasskeyRefused(
+            "This device needs a passkey bound to one device (a security key), not a synced one.",
+            reason="synced passkey",
+        )
+    with transaction.atomic():
+        updated = BrowserDevice.objects.filter(
+            pk=device.pk, user=user, revoked_at__isnull=True, approval=BrowserDevice.Approval.PENDING
+        ).update(approval=BrowserDevice.Approval.CONFIRMED, approved_by=user, approved_at=timezone.now())
+        if not updated:
+            return False
+        sockets_recheck(user_ids=[user.pk])
+        security_event_record(
+            kind=Kind.DEVICE_APPROVED,
+            request=request,
+            user=user,
+            detail={
+                "device": device.pk,
+                "name": device.name,
+                "by": "passkey",
+                "passkey": passkey.pk,
+                "device_bound": device_bound,
+            },
         )
     return True
 

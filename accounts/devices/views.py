@@ -8,11 +8,14 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.devices import dbsc, selectors, services
 from accounts.devices.proofs import ProofRefused, nonce_issue
 from accounts.models import BrowserDevice, User
+from accounts.passkeys.forms import ASSERTION_FIELD
+from accounts.passkeys.selectors import has_passkey
+from accounts.passkeys.services import PasskeyRefused
 
 
 def _user(request: HttpRequest) -> User:
@@ -72,13 +75,33 @@ def dbsc_refresh_view(request: HttpRequest) -> JsonResponse:
 
 
 @never_cache
-@require_GET
+@require_http_methods(["GET", "POST"])
 def device_pending_view(request: HttpRequest) -> HttpResponse:
+    """The waiting-for-approval page; where policy allows, the owner's passkey answer
+    posted here opens the device instead (services.device_confirm_by_passkey)."""
+    user = _user(request)
     device_id = request.session.get(services.DEVICE_ID_KEY)
-    device = selectors.own_device(user=_user(request), device_id=device_id) if device_id else None
+    device = selectors.own_device(user=user, device_id=device_id) if device_id else None
     if device is None or device.approval != BrowserDevice.Approval.PENDING:
         return redirect(settings.LOGIN_REDIRECT_URL)
-    return render(request, "accounts/device_pending.html", {"device": device})
+    error = None
+    if request.method == "POST":
+        try:
+            services.device_confirm_by_passkey(
+                request=request, user=user, device=device, credential=request.POST.get(ASSERTION_FIELD, "")
+            )
+        except PasskeyRefused as refused:
+            error = str(refused)
+        else:
+            messages.success(request, f"{device.name} is confirmed with your passkey.")
+            return redirect(settings.LOGIN_REDIRECT_URL)
+    context = {
+        "device": device,
+        "passkey_offered": services.passkey_confirmation_offered(),
+        "has_passkey": has_passkey(user),
+        "passkey_error": error,
+    }
+    return render(request, "accounts/device_pending.html", context, status=400 if error else 200)
 
 
 @never_cache

@@ -81,7 +81,7 @@ def url(path: str) -> str:
 def device_binding(settings: Any) -> Any:
     settings.DEVICE_BINDING = "enforce"
     settings.DEVICE_WEAK_FALLBACK = "refuse"
-    settings.DEVICE_APPROVAL_REQUIRED = False
+    settings.DEVICE_NEW_DEVICE = "open"
     # Replay entries and monitor-mode throttles of one test must not meet the next.
     cache.clear()
     return settings

@@ -244,7 +244,7 @@ def test_monitor_mode_lets_an_unproven_write_through_and_records_it(
 def test_a_new_device_waits_for_approval_when_policy_says_so(
     make_user: Any, bound_client: Any, settings: Any
 ) -> None:
-    settings.DEVICE_APPROVAL_REQUIRED = True
+    settings.DEVICE_NEW_DEVICE = "approval"
     user = make_user(roles.AGENT)
     client, _ = bound_client(user, approval=BrowserDevice.Approval.PENDING)
     response = client.get("/")
