@@ -31,6 +31,9 @@ $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
 # (with beat) runs beside the server.
 run: export DEBUG ?= 1
 # Channels may reach loopback only on listed ports: the sink's is added to any given.
+# The platform's own mail (alerts to supervisors) goes to the same sink.
+run: export EMAIL_HOST ?= 127.0.0.1
+run: export EMAIL_PORT ?= $(DEMO_SMTP_PORT)
 run: export CHANNEL_ALLOW_PRIVATE_PORTS := $(if $(CHANNEL_ALLOW_PRIVATE_PORTS),$(CHANNEL_ALLOW_PRIVATE_PORTS)$(comma))$(DEMO_SMTP_PORT)
 run: $(VENV)/.installed
 	$(PY) manage.py migrate --noinput

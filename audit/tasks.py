@@ -29,7 +29,14 @@ def read_baselines_refresh() -> int:
     return baselines.read_baselines_refresh()
 
 
-@shared_task(name="audit.alert_email", ignore_result=True)
+# A mail server that is down or refuses is tried again later (SMTPException is an OSError).
+@shared_task(
+    name="audit.alert_email",
+    ignore_result=True,
+    autoretry_for=(OSError,),
+    retry_backoff=True,
+    retry_kwargs={"max_retries": 5},
+)
 def alert_email(alert_id: int, recipient_ids: list[int]) -> int:
     return notifications.alert_email_send(alert_id=alert_id, recipient_ids=recipient_ids)
 

@@ -424,6 +424,10 @@ CHANNEL_ALLOW_PRIVATE_HOSTS = env_list("CHANNEL_ALLOW_PRIVATE_HOSTS", "127.0.0.0
 # The only ports those networks are allowed on, in DEBUG too (e.g. "1143,1025" for a local
 # Dovecot and SMTP catcher): a listed network must not open its database or Redis port.
 CHANNEL_ALLOW_PRIVATE_PORTS = [int(port) for port in env_list("CHANNEL_ALLOW_PRIVATE_PORTS")]
+# The platform's own mail (alert notifications to supervisors), not a channel's: `make run`
+# points it at the demo's SMTP sink.
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
 # An email poll holds its channel this long and renews the hold at every step; a poll
 # whose worker died is re-taken once it runs out (by the next beat tick, 15 s later).
 EMAIL_POLL_LEASE_SECONDS = int(os.environ.get("EMAIL_POLL_LEASE_SECONDS", "45"))

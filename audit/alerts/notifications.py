@@ -50,7 +50,9 @@ def notify_after_commit(alert: Alert, recipients: list[User]) -> None:
         send_to_groups(groups, message)
         alert_email.delay(alert.pk, [user.pk for user in recipients])
 
-    transaction.on_commit(send)
+    # Robust: a channel layer or mail queue that is down is logged, and never turns the
+    # request that raised the alert (a sign-in, say) into an error.
+    transaction.on_commit(send, robust=True)
 
 
 def alert_email_send(*, alert_id: int, recipient_ids: list[int]) -> int:

@@ -25,7 +25,8 @@ def wake_on(event: SecurityEvent) -> None:
     if event.kind in WATCHED_KINDS:
         from audit.tasks import detectors_run as task
 
-        transaction.on_commit(task.delay)
+        # Robust: judging can wait for the next beat; the sign-in must not fail for it.
+        transaction.on_commit(task.delay, robust=True)
 
 
 def detectors_run(*, batch: int = BATCH) -> int:

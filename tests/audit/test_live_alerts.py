@@ -70,3 +70,24 @@ def test_the_email_names_the_alert_and_holds_no_evidence(make_user: Any) -> None
     [message] = mail.outbox
     assert message.to == ["sam@example.com"]
     assert f"#{alert.pk}" in message.body and "hour" not in message.body
+
+
+def test_a_mail_server_that_is_down_fails_nothing_that_raised_the_alert(
+    make_user: Any, settings: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Tasks run in the request where no Redis is configured (`make run`): the notification's
+    email then fails inside the sign-in that raised the alert. It is logged and retried, the
+    alert and its responses stand, and the caller goes on."""
+    from config.celery import app
+    from tests.browser import free_port
+
+    people = supervised(make_user)
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", free_port()  # nothing listens
+    monkeypatch.setitem(app.conf, "task_always_eager", True)
+    monkeypatch.setitem(app.conf, "task_eager_propagates", True)
+
+    alert = alert_raise(finding(people["alice"], kind=AlertKind.DENIED_BURST, pattern="denied"))
+
+    assert alert is not None and alert.responses.filter(response=ResponseKind.NOTIFY).exists()
+    assert "in on_commit()" in caplog.text and "Connection refused" in caplog.text
