@@ -14,6 +14,7 @@ InboxEventName = Literal[
     "conversation.created",
     "conversation.assigned",
     "conversation.status",
+    "conversation.priority",
     "conversation.labels",
     "conversation.read",
     "message.created",
@@ -54,6 +55,13 @@ class StatusChange(TypedDict):
     status: str
 
 
+class PriorityChange(TypedDict):
+    """conversation.priority"""
+
+    conversation_id: int
+    priority: int
+
+
 class LabelsChange(TypedDict):
     """conversation.labels"""
 
@@ -77,7 +85,9 @@ class Delivery(TypedDict):
     status: str
 
 
-InboxEventPayload = MessageRef | NoteRef | Assignment | StatusChange | LabelsChange | ReadMark | Delivery
+InboxEventPayload = (
+    MessageRef | NoteRef | Assignment | StatusChange | PriorityChange | LabelsChange | ReadMark | Delivery
+)
 
 
 # --- Live chat: frames to a visitor's widget sockets --------------------------------------

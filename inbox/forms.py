@@ -29,6 +29,12 @@ class ConversationFilterForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
     )
     scope = forms.ChoiceField(choices=SCOPE_CHOICES, required=False, widget=forms.HiddenInput)
+    priority = forms.TypedChoiceField(
+        choices=[("", "Any priority"), *Conversation.Priority.choices],
+        coerce=int,
+        required=False,
+        empty_value=None,
+    )
     label = forms.ModelChoiceField(queryset=Label.objects.all(), required=False, empty_label="Any label")
     q = forms.CharField(
         label="Search messages",
@@ -48,6 +54,17 @@ class ConversationFilterForm(forms.Form):
         assert isinstance(inbox_field, forms.ModelChoiceField)  # noqa: S101  # declared above
         inbox_field.queryset = policy.visible_inboxes(ctx)
 
+    def show_unread(self, unread_by_inbox: dict[int, int]) -> None:
+        """Name each inbox of the filter with the caller's unread count in it."""
+        inbox_field = self.fields["inbox"]
+        assert isinstance(inbox_field, forms.ModelChoiceField)  # noqa: S101  # declared above
+
+        def label(inbox: Inbox) -> str:
+            unread = unread_by_inbox.get(inbox.pk, 0)
+            return f"{inbox.name} ({unread} unread)" if unread else inbox.name
+
+        inbox_field.label_from_instance = label  # type: ignore[assignment,method-assign]  # Django documents this hook
+
     def filters(self) -> ConversationFilters:
         data = self.cleaned_data
         inbox, label = data.get("inbox"), data.get("label")
@@ -56,6 +73,7 @@ class ConversationFilterForm(forms.Form):
             statuses=tuple(data["status"]),
             scope=data.get("scope") or "all",
             label_id=label.pk if label else None,
+            priority=data.get("priority"),
             search=data.get("q", ""),
         )
 
@@ -108,6 +126,10 @@ class StatusForm(forms.Form):
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
         help_text="Only for snoozing. Time in UTC.",
     )
+
+
+class PriorityForm(forms.Form):
+    priority = forms.TypedChoiceField(choices=Conversation.Priority.choices, coerce=int, label="Priority")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,6 +43,7 @@ class ConversationFilters:
     statuses: tuple[str, ...] = (Conversation.Status.OPEN,)
     scope: str = "all"  # mine | unassigned | all
     label_id: int | None = None
+    priority: int | None = None
     search: str = ""
 
     SCOPES = ("mine", "unassigned", "all")
@@ -100,6 +101,8 @@ def _narrowed(conversations: QuerySet[Conversation], filters: ConversationFilter
         conversations = conversations.filter(inbox_id=filters.inbox_id)
     if filters.label_id is not None:
         conversations = conversations.filter(labels__id=filters.label_id)
+    if filters.priority is not None:
+        conversations = conversations.filter(priority=filters.priority)
     if filters.search:
         matches = _message_search(filters.search).filter(conversation_id=OuterRef("pk"))
         conversations = conversations.filter(Exists(matches))
@@ -174,6 +177,41 @@ def conversation_list(
     return ConversationPage(rows=rows, next_cursor=next_cursor)
 
 
+def _visible_and_read(
+    ctx: AccessContext,
+    scope: policy.ConversationScope,
+    filters: ConversationFilters,
+    *,
+    column: str,
+    with_read: bool,
+) -> tuple[list[str], list[Any], list[str], list[Any]]:
+    """The SQL of `column` over the caller's visible conversations under `filters`, one
+    SELECT per part of the scope (to be joined by UNION ALL), and with `with_read` the same
+    over those the caller has read since their last activity."""
+    parts = [scope.by_inbox] if scope.by_conversation is None else [scope.by_inbox, scope.by_conversation]
+    visible: list[str] = []
+    read: list[str] = []
+    visible_params: list[Any] = []
+    read_params: list[Any] = []
+    for part in parts:
+        narrowed = _narrowed(Conversation.objects.filter(part), filters)
+        try:
+            sql, part_params = narrowed.values(column).query.sql_with_params()
+            if with_read:
+                read_sql, read_part_params = (
+                    narrowed.filter(Exists(_read_since_last_activity(ctx)))
+                    .values(column)
+                    .query.sql_with_params()
+                )
+                read.append(read_sql)
+                read_params.extend(read_part_params)
+        except EmptyResultSet:  # a part that can match nothing (no grant, locked user)
+            continue
+        visible.append(sql)
+        visible_params.extend(part_params)
+    return visible, visible_params, read, read_params
+
+
 def conversation_counters(
     *,
     ctx: AccessContext,
@@ -192,30 +230,12 @@ def conversation_counters(
     """
     if scope is None:
         scope = list_scope(ctx=ctx, filters=filters)
-    parts = [scope.by_inbox] if scope.by_conversation is None else [scope.by_inbox, scope.by_conversation]
     zero = {"mine": 0, "unassigned": 0, "all": 0}
     if unread:
         zero |= {"mine_unread": 0, "unassigned_unread": 0, "all_unread": 0}
-    visible: list[str] = []
-    read: list[str] = []
-    visible_params: list[Any] = []
-    read_params: list[Any] = []
-    for part in parts:
-        narrowed = _narrowed(Conversation.objects.filter(part), filters)
-        try:
-            sql, part_params = narrowed.values("assignee_id").query.sql_with_params()
-            if unread:
-                read_sql, read_part_params = (
-                    narrowed.filter(Exists(_read_since_last_activity(ctx)))
-                    .values("assignee_id")
-                    .query.sql_with_params()
-                )
-                read.append(read_sql)
-                read_params.extend(read_part_params)
-        except EmptyResultSet:  # a part that can match nothing (no grant, locked user)
-            continue
-        visible.append(sql)
-        visible_params.extend(part_params)
+    visible, visible_params, read, read_params = _visible_and_read(
+        ctx, scope, filters, column="assignee_id", with_read=unread
+    )
     if not visible:
         return zero
     # Composed from ORM-compiled, parameterised SQL: no value is interpolated.
@@ -236,6 +256,33 @@ def conversation_counters(
             for (key, total), seen in zip(counters.items(), row[3:], strict=True)
         }
     return counters
+
+
+def unread_by_inbox(
+    *, ctx: AccessContext, filters: ConversationFilters, scope: policy.ConversationScope | None = None
+) -> dict[int, int]:
+    """How many conversations under `filters` (its inbox aside) each inbox holds unread for
+    the caller, in one query whatever the number of inboxes; inboxes with none are left
+    out. Counted as all minus read, as `conversation_counters` does, for the same reason.
+    `scope` is `list_scope()` of the filters without an inbox, when the caller has it."""
+    filters = replace(filters, inbox_id=None)
+    if scope is None:
+        scope = list_scope(ctx=ctx, filters=filters)
+    visible, visible_params, read, read_params = _visible_and_read(
+        ctx, scope, filters, column="inbox_id", with_read=True
+    )
+    if not visible:
+        return {}
+    # Composed from ORM-compiled, parameterised SQL: no value is interpolated.
+    sql = (
+        "SELECT inbox_id, SUM(n) FROM ("  # noqa: S608
+        f"SELECT inbox_id, 1 AS n FROM ({' UNION ALL '.join(visible)}) AS visible"
+        f" UNION ALL SELECT inbox_id, -1 FROM ({' UNION ALL '.join(read)}) AS seen"
+        ") AS counted GROUP BY inbox_id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*visible_params, *read_params])
+        return {inbox_id: int(unread) for inbox_id, unread in cursor.fetchall() if unread}
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from auditlog.models import LogEntry
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, connection, transaction
@@ -193,6 +194,33 @@ def conversation_status_set(
             inbox_id=conversation.inbox_id,
             event="conversation.status",
             payload={"conversation_id": conversation.pk, "status": status},
+        )
+
+
+def conversation_priority_set(*, ctx: AccessContext, conversation: Conversation, priority: int) -> None:
+    """Triage on the agent side: whoever may answer the conversation may rank it."""
+    if not policy.can(ctx, Action.REPLY, conversation):
+        raise policy.Denied("You may not change this conversation's priority.")
+    if priority not in Conversation.Priority.values:
+        raise InvalidRequest(f"Unknown priority {priority!r}.")
+    previous = conversation.priority
+    if priority == previous:
+        return
+    with transaction.atomic():
+        Conversation.objects.filter(pk=conversation.pk).update(priority=priority)
+        conversation.priority = priority
+        # The queryset update passes auditlog's signals by; the change is logged by hand,
+        # in the same transaction, so the trail holds it exactly when the row does.
+        LogEntry.objects.log_create(
+            conversation,
+            action=LogEntry.Action.UPDATE,
+            changes={"priority": [str(previous), str(priority)]},
+            actor=ctx.user,
+        )
+        events.publish_after_commit(
+            inbox_id=conversation.inbox_id,
+            event="conversation.priority",
+            payload={"conversation_id": conversation.pk, "priority": priority},
         )
 
 

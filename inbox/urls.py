@@ -12,6 +12,7 @@ urlpatterns = [
     path("conversations/<int:conversation_id>/note/", views.note_view, name="note"),
     path("conversations/<int:conversation_id>/assign/", views.assign_view, name="assign"),
     path("conversations/<int:conversation_id>/status/", views.status_view, name="status"),
+    path("conversations/<int:conversation_id>/priority/", views.priority_view, name="priority"),
     path("conversations/<int:conversation_id>/labels/", views.labels_view, name="labels"),
     path(
         "conversations/<int:conversation_id>/attachments/<int:attachment_id>/",

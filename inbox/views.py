@@ -101,6 +101,11 @@ def inbox_view(request: HtmxHttpRequest) -> HttpResponse:
         form.add_error("cursor", str(error))
         return render(request, template, context, status=400)
     counters = selectors.conversation_counters(ctx=ctx, filters=filters, unread=True, scope=scope)
+    # Each inbox of the filter names its unread count; the scope settled above serves when
+    # no inbox narrows it.
+    form.show_unread(
+        selectors.unread_by_inbox(ctx=ctx, filters=filters, scope=None if filters.inbox_id else scope)
+    )
     context.update(
         page=page,
         scope=filters.scope,
@@ -170,6 +175,7 @@ _FORM_NAMES: dict[type[django_forms.Form], str] = {
     forms.NoteForm: "note_form",
     forms.AssignForm: "assign_form",
     forms.StatusForm: "status_form",
+    forms.PriorityForm: "priority_form",
     forms.LabelsForm: "labels_form",
 }
 
@@ -199,6 +205,7 @@ def _conversation_page(
         "status_form": forms.StatusForm(
             initial={"status": conversation.status, "snoozed_until": conversation.snoozed_until}
         ),
+        "priority_form": forms.PriorityForm(initial={"priority": conversation.priority}),
         "labels_form": forms.LabelsForm(initial={"labels": list(conversation.labels.all())}),
     }
     if bound is not None:
@@ -303,6 +310,11 @@ def _status(ctx: AccessContext, conversation: Conversation, data: dict[str, Any]
     return f"Status: {conversation.get_status_display()}."
 
 
+def _priority(ctx: AccessContext, conversation: Conversation, data: dict[str, Any]) -> str:
+    services.conversation_priority_set(ctx=ctx, conversation=conversation, priority=data["priority"])
+    return f"Priority: {conversation.get_priority_display()}."
+
+
 def _labels(ctx: AccessContext, conversation: Conversation, data: dict[str, Any]) -> str:
     services.conversation_labels_set(
         ctx=ctx, conversation=conversation, label_ids=[label.pk for label in data["labels"]]
@@ -328,6 +340,11 @@ def assign_view(request: HtmxHttpRequest, conversation_id: int) -> HttpResponse:
 @require_POST
 def status_view(request: HtmxHttpRequest, conversation_id: int) -> HttpResponse:
     return _conversation_action(request, conversation_id, forms.StatusForm, _status)
+
+
+@require_POST
+def priority_view(request: HtmxHttpRequest, conversation_id: int) -> HttpResponse:
+    return _conversation_action(request, conversation_id, forms.PriorityForm, _priority)
 
 
 @require_POST

@@ -25,7 +25,7 @@
   var typingTimer = null;
   var lastTypingSent = 0;
   var PRESENCE_KEY = "portcullis:presence";
-  var LIST_EVENTS = ["message.created", "conversation.created", "conversation.assigned", "conversation.status", "conversation.labels", "conversation.read"];
+  var LIST_EVENTS = ["message.created", "conversation.created", "conversation.assigned", "conversation.status", "conversation.priority", "conversation.labels", "conversation.read"];
 
   // The workspace's panes come and go (htmx swaps them): always ask the page.
   function pane(name) {

@@ -337,6 +337,12 @@
         first.focus();
       }
     },
+    p: function () {
+      var current = document.querySelector('[data-shortcut="p"]');
+      if (current) {
+        current.focus();
+      }
+    },
     "/": function () {
       var search = document.getElementById("id_q");
       if (search) {

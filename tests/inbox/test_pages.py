@@ -473,8 +473,10 @@ def _queries(client: Client, url: str) -> int:
 
 
 # 13 (the caller's scope, two queries for this filter, is settled once for the list and its
-# counters), the labels offered by the bulk bar, and the one "view PII" decision (masking).
-INBOX_PAGE_QUERIES = 15
+# counters), the labels offered by the bulk bar, and the one "view PII" decision (masking);
+# and 2 for the inbox filter's unread counts: narrowed to one inbox, the scope of all the
+# caller's inboxes is settled once more (1), then every inbox is counted in one query.
+INBOX_PAGE_QUERIES = 17
 # 16 (the inbox and contact come joined into the deciding query), one upsert (opening the
 # conversation marks it read for the agent), one for the contact's other conversations in
 # the context pane, and the one "view PII" decision.

@@ -246,3 +246,44 @@ def test_a_colleague_sees_that_someone_else_is_replying(
     # Alice does not see herself.
     expect(alice.locator("#typing")).to_have_text("")
     assert not problems, "\n".join(problems)
+
+
+PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
+
+
+@pytest.mark.parametrize("size", ["desktop", "phone"])
+def test_priority_is_set_in_place_by_keyboard_and_by_touch(
+    queue: Queue, app_server: str, browser: Browser, size: str
+) -> None:
+    page = browser.new_context(**(DESKTOP if size == "desktop" else PHONE)).new_page()
+    sign_in(page, app_server, "alice", queue.device)
+    page.goto(f"{app_server}/conversations/{queue.conversation_ids[0]}/")
+    expect(page.get_by_role("heading", name="About Printer 3 stopped syncing")).to_be_visible()
+    status = page.locator("#conversation-status")
+    expect(status).to_contain_text("Normal priority")
+    page.evaluate(f"{NOT_RELOADED} = true")
+
+    # p: the current priority's button; the next ones are a Tab away, Enter sets one.
+    page.keyboard.press("p")
+    expect(page.get_by_role("button", name="Normal", exact=True)).to_be_focused()
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("button", name="Urgent", exact=True)).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(status).to_contain_text("Urgent priority")
+    expect(page.get_by_role("button", name="Urgent", exact=True)).to_have_attribute("aria-pressed", "true")
+    expect(page.get_by_role("status").filter(has_text="Priority: Urgent.")).to_be_visible()
+    if size == "desktop":
+        # The list beside it follows, with the priority in words for a screen reader.
+        row = page.locator(f'.conversation-list tr[data-conversation-id="{queue.conversation_ids[0]}"]')
+        expect(row.locator(".priority")).to_have_text("↑ Urgent priority", timeout=5000)
+
+    low = page.get_by_role("button", name="Low", exact=True)
+    if size == "phone":
+        low.tap()
+    else:
+        low.click()
+    expect(status).to_contain_text("Low priority")
+    assert page.evaluate(NOT_RELOADED) is True
+    # On the phone the pane with its new control still does not scroll sideways.
+    assert page.evaluate("document.documentElement.scrollWidth") <= page.viewport_size["width"]  # type: ignore[index]

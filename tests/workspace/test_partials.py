@@ -180,8 +180,9 @@ def test_a_snooze_preset_posts_a_time_the_status_form_accepts(segments: Segments
 
 # The labels for the bulk bar are one query of their own; each pane asks "view PII" once
 # (masking), whatever the number of rows. The caller's scope is settled once for the list
-# and its counters. The conversation comes with its inbox and contact in the deciding query.
-LIST_PANE_QUERIES = 12
+# and its counters; the inbox filter's unread counts are one query for every inbox.
+# The conversation comes with its inbox and contact in the deciding query.
+LIST_PANE_QUERIES = 13
 CONVERSATION_PANE_QUERIES = 18
 
 
