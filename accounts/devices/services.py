@@ -15,6 +15,7 @@ from django.contrib.sessions.backends.base import SessionBase
 from django.core import signing
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -224,25 +225,44 @@ def device_revoke(*, device: BrowserDevice, by: User, request: HttpRequest | Non
     return ended
 
 
-def device_approve(*, device: BrowserDevice, by: User, request: HttpRequest | None = None) -> bool:
-    """A supervisor vouches for the device: its trust rises to high, a waiting one opens."""
+def _device_open(
+    *,
+    device: BrowserDevice,
+    waiting: QuerySet[BrowserDevice],
+    approval: str,
+    by: User,
+    request: HttpRequest | None,
+    detail: dict[str, Any],
+) -> bool:
+    """Move the device to `approval` if it is still among `waiting` (one conditional
+    update, so a revocation or another approval in between wins), let its open sockets
+    re-run their checks with the new trust level, record it. False: it no longer waited."""
     with transaction.atomic():
-        updated = (
-            BrowserDevice.objects.filter(pk=device.pk, revoked_at__isnull=True)
-            .exclude(approval=BrowserDevice.Approval.APPROVED)
-            .update(approval=BrowserDevice.Approval.APPROVED, approved_by=by, approved_at=timezone.now())
+        updated = waiting.filter(pk=device.pk, revoked_at__isnull=True).update(
+            approval=approval, approved_by=by, approved_at=timezone.now()
         )
         if not updated:
             return False
-        # Open sockets re-run their checks with the new trust level.
         sockets_recheck(user_ids=[device.user_id])
         security_event_record(
             kind=Kind.DEVICE_APPROVED,
             request=request,
             user=device.user,
-            detail={"device": device.pk, "name": device.name, "by": by.get_username()},
+            detail={"device": device.pk, "name": device.name, **detail},
         )
     return True
+
+
+def device_approve(*, device: BrowserDevice, by: User, request: HttpRequest | None = None) -> bool:
+    """A supervisor vouches for the device: its trust rises to high, a waiting one opens."""
+    return _device_open(
+        device=device,
+        waiting=BrowserDevice.objects.exclude(approval=BrowserDevice.Approval.APPROVED),
+        approval=BrowserDevice.Approval.APPROVED,
+        by=by,
+        request=request,
+        detail={"by": by.get_username()},
+    )
 
 
 def passkey_confirmation_offered() -> bool:
@@ -304,26 +324,14 @@ def device_confirm_by_passkey(
             "This device needs a passkey bound to one device (a security key), not a synced one.",
             reason="synced passkey",
         )
-    with transaction.atomic():
-        updated = BrowserDevice.objects.filter(
-            pk=device.pk, user=user, revoked_at__isnull=True, approval=BrowserDevice.Approval.PENDING
-        ).update(approval=BrowserDevice.Approval.CONFIRMED, approved_by=user, approved_at=timezone.now())
-        if not updated:
-            return False
-        sockets_recheck(user_ids=[user.pk])
-        security_event_record(
-            kind=Kind.DEVICE_APPROVED,
-            request=request,
-            user=user,
-            detail={
-                "device": device.pk,
-                "name": device.name,
-                "by": "passkey",
-                "passkey": passkey.pk,
-                "device_bound": device_bound,
-            },
-        )
-    return True
+    return _device_open(
+        device=device,
+        waiting=BrowserDevice.objects.filter(user=user, approval=BrowserDevice.Approval.PENDING),
+        approval=BrowserDevice.Approval.CONFIRMED,
+        by=user,
+        request=request,
+        detail={"by": "passkey", "passkey": passkey.pk, "device_bound": device_bound},
+    )
 
 
 def device_posture_record(
