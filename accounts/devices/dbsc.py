@@ -38,6 +38,7 @@ from accounts.devices import services
 from accounts.devices.proofs import (
     PROOF_ALGORITHM,
     ProofRefused,
+    es256_header,
     es256_public_key,
     jwk_thumbprint,
     p256_public_jwk,
@@ -139,18 +140,7 @@ def _session_record(request: HttpRequest) -> tuple[UserSession, BrowserDevice]:
 
 
 def _header(token: str) -> dict[str, Any]:
-    if not token or len(token) > MAX_TOKEN_LENGTH:
-        raise ProofRefused("missing" if not token else "malformed")
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError:
-        raise ProofRefused("malformed") from None
-    if header.get("typ") != PROOF_TYPE:
-        raise ProofRefused("malformed")
-    # ES256 only, as offered: never "none", an HMAC keyed with something public, or RSA.
-    if header.get("alg") != PROOF_ALGORITHM:
-        raise ProofRefused("algorithm")
-    return header
+    return es256_header(token, typ=PROOF_TYPE, max_length=MAX_TOKEN_LENGTH, wrong_algorithm="algorithm")
 
 
 def _embedded_jwk(token: str, header: dict[str, Any]) -> dict[str, str]:

@@ -81,16 +81,28 @@ def p256_public_jwk(jwk: object) -> dict[str, str]:
     return {"kty": "EC", "crv": "P-256", "x": x, "y": y}
 
 
-def proof_verify(token: str, *, method: str, url: str) -> DeviceProof:
-    """Check one proof for this request; it cannot be used again afterwards."""
-    if not token or len(token) > MAX_PROOF_LENGTH:
+def es256_header(
+    token: str, *, typ: str, max_length: int, wrong_algorithm: str = "malformed"
+) -> dict[str, Any]:
+    """The unverified header of a device-signed JWS (also for DBSC), refused unless it is
+    of type `typ` and ES256 — never "none", an HMAC keyed with something public, or RSA.
+    `wrong_algorithm` is the code for another algorithm (DBSC tells the browser which)."""
+    if not token or len(token) > max_length:
         raise ProofRefused("missing" if not token else "malformed")
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:
         raise ProofRefused("malformed") from None
-    if header.get("typ") != PROOF_TYPE or header.get("alg") != PROOF_ALGORITHM:
+    if header.get("typ") != typ:
         raise ProofRefused("malformed")
+    if header.get("alg") != PROOF_ALGORITHM:
+        raise ProofRefused(wrong_algorithm)
+    return header
+
+
+def proof_verify(token: str, *, method: str, url: str) -> DeviceProof:
+    """Check one proof for this request; it cannot be used again afterwards."""
+    header = es256_header(token, typ=PROOF_TYPE, max_length=MAX_PROOF_LENGTH)
     jwk = p256_public_jwk(header.get("jwk"))
     try:
         key = es256_public_key(jwk["x"], jwk["y"])
