@@ -80,6 +80,24 @@ def pending_client(user: User, bound_client: Any) -> tuple[Client, DeviceKey, Br
     return client, key, BrowserDevice.objects.get(key_thumbprint=key.thumbprint)
 
 
+def assert_confirm_refused(
+    client: Client,
+    key: DeviceKey,
+    authenticator: SoftAuthenticator,
+    device: BrowserDevice,
+    *,
+    says: bytes,
+    reason: str,
+) -> None:
+    """The passkey's answer is refused with `says`, the device still waits, the refusal is recorded."""
+    refused = confirm(client, key, authenticator)
+    assert refused.status_code == 400 and says in refused.content
+    assert BrowserDevice.objects.get(pk=device.pk).approval == "pending"
+    assert SecurityEvent.objects.filter(
+        kind="otp_failed", user=device.user_id, detail__reason=reason
+    ).exists()
+
+
 def test_the_passkey_step_up_opens_a_new_device_end_to_end(
     make_user: Any, bound_client: Any, totp: Any, passkey_policy: Any
 ) -> None:
@@ -180,12 +198,9 @@ def test_another_users_passkey_does_not_confirm_my_device(
     with_passkey(user, bound_client)
     others = with_passkey(other, bound_client)
     client, key, device = pending_client(user, bound_client)
-    refused = confirm(client, key, others)
-    assert refused.status_code == 400 and b"not registered for this account" in refused.content
-    assert BrowserDevice.objects.get(pk=device.pk).approval == "pending"
-    assert SecurityEvent.objects.filter(
-        kind="otp_failed", user=user, detail__reason="unknown credential"
-    ).exists()
+    assert_confirm_refused(
+        client, key, others, device, says=b"not registered for this account", reason="unknown credential"
+    )
 
 
 def test_a_replayed_assertion_does_not_confirm(
@@ -224,12 +239,7 @@ def test_a_synced_passkey_does_not_confirm_when_policy_wants_a_bound_one(
     user = make_user(roles.AGENT)
     synced = with_passkey(user, bound_client, SoftAuthenticator(backup_eligible=True, backed_up=True))
     client, key, device = pending_client(user, bound_client)
-    refused = confirm(client, key, synced)
-    assert refused.status_code == 400 and b"bound to one device" in refused.content
-    assert BrowserDevice.objects.get(pk=device.pk).approval == "pending"
-    assert SecurityEvent.objects.filter(
-        kind="otp_failed", user=user, detail__reason="synced passkey"
-    ).exists()
+    assert_confirm_refused(client, key, synced, device, says=b"bound to one device", reason="synced passkey")
     bound = with_passkey(user, bound_client)
     assert confirm(client, key, bound).status_code == 302
     assert BrowserDevice.objects.get(pk=device.pk).approval == "confirmed"
