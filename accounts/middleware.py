@@ -4,6 +4,7 @@ that get a person to verification. Deny by default, so a new view cannot forget 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -11,6 +12,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonRes
 from django.urls import Resolver404, resolve, reverse
 from django_htmx.http import reswap, retarget
 
+from accounts.devices.services import SESSION_DEVICE_META_KEY
 from accounts.forms import OTPTokenForm
 from accounts.models import UserSession
 from accounts.selectors import is_verified
@@ -65,12 +67,14 @@ ENDED_BY_THIS_CHECK = frozenset(
 )
 
 
-def _url_name(request: HttpRequest) -> str | None:
+@lru_cache(maxsize=4096)
+def url_name(path_info: str) -> str | None:
+    """The name of the URL a path resolves to, for the gates that ask on every request
+    (remembered: the URLconf does not change while the process runs)."""
     try:
-        match = resolve(request.path_info)
+        return resolve(path_info).view_name
     except Resolver404:
         return None
-    return match.view_name
 
 
 class SessionLifetimeMiddleware:
@@ -81,12 +85,15 @@ class SessionLifetimeMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.user.is_authenticated:
-            reason = session_lifetime_check(
+            standing = session_lifetime_check(
                 session=request.session,
                 user_id=request.user.pk,
                 user_agent=request.META.get("HTTP_USER_AGENT", ""),
             )
-            if reason is not None:
+            reason = standing.end_reason
+            if reason is None:
+                request.META[SESSION_DEVICE_META_KEY] = standing.device
+            else:
                 user = request.user
                 session_end(request=request, reason=reason)
                 # Kept in the fresh anonymous session for the sign-in page, which says why
@@ -122,7 +129,7 @@ class VerifiedAccessMiddleware:
         if is_verified(user):
             return self.get_response(request)
 
-        name = _url_name(request)
+        name = url_name(request.path_info)
         if name in ANONYMOUS_URL_NAMES:
             return self.get_response(request)
         if user.is_authenticated and name in PRE_VERIFICATION_URL_NAMES:

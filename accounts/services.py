@@ -22,7 +22,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.devices.services import device_session_bind
 from accounts.live import sockets_recheck
-from accounts.models import Passkey, User, UserSession
+from accounts.models import BrowserDevice, Passkey, User, UserSession
 from audit.services import SESSION_ID_KEY, Kind, Severity, client_ip, security_event_record
 
 SESSION_STARTED_KEY = "portcullis_session_started"
@@ -311,10 +311,18 @@ def account_unlock(*, user: User, by: User, request: HttpRequest | None = None) 
 LAST_SEEN_WRITE_INTERVAL = timedelta(seconds=60)
 
 
-def session_lifetime_check(
-    *, session: SessionBase, user_id: int, user_agent: str
-) -> UserSession.EndReason | None:
-    """Why an authenticated session must end now, or None if it may go on.
+@dataclass(frozen=True)
+class SessionStanding:
+    """What the session check found: why the session must end now (None: it may go on),
+    and the device it is bound to, read in the same query while device binding is on
+    (None when it is off or the session has no device yet)."""
+
+    end_reason: UserSession.EndReason | None
+    device: BrowserDevice | None = None
+
+
+def session_lifetime_check(*, session: SessionBase, user_id: int, user_agent: str) -> SessionStanding:
+    """Whether an authenticated session must end now, and the device it is bound to.
 
     Asked on every HTTP request and by long-lived sockets, so the same rules hold for both.
     """
@@ -323,32 +331,35 @@ def session_lifetime_check(
     last_seen = session.get(SESSION_LAST_SEEN_KEY)
     session_id = session.get(SESSION_ID_KEY)
     if started is None or last_seen is None or session_id is None:
-        return UserSession.EndReason.REVOKED
+        return SessionStanding(UserSession.EndReason.REVOKED)
     if now - float(started) > settings.SESSION_ABSOLUTE_TIMEOUT.total_seconds():
-        return UserSession.EndReason.ABSOLUTE
+        return SessionStanding(UserSession.EndReason.ABSOLUTE)
     if now - float(last_seen) > settings.SESSION_IDLE_TIMEOUT.total_seconds():
-        return UserSession.EndReason.IDLE
+        return SessionStanding(UserSession.EndReason.IDLE)
     reauthenticate_at = session.get(IDP_REAUTHENTICATE_AT_KEY)
     if reauthenticate_at is not None and now > float(reauthenticate_at):
-        return UserSession.EndReason.IDP_REAUTHENTICATE
-    record = (
-        UserSession.objects.filter(pk=session_id, user_id=user_id)
-        .only("ended_at", "end_reason", "user_agent_hash")
-        .first()
+        return SessionStanding(UserSession.EndReason.IDP_REAUTHENTICATE)
+    records = UserSession.objects.filter(pk=session_id, user_id=user_id).only(
+        "ended_at", "end_reason", "user_agent_hash", "device"
     )
+    if settings.DEVICE_BINDING != "off":
+        # The device gate needs the device on every request: joined here, it costs no
+        # round trip of its own (tests/benchmarks/device_proof.py).
+        records = records.select_related("device")
+    record = next(iter(records.order_by()[:1]), None)
     if record is None:
-        return UserSession.EndReason.REVOKED
+        return SessionStanding(UserSession.EndReason.REVOKED)
     if record.ended_at is not None:
         # Ended elsewhere (signed out everywhere, a supervisor, a lock): the person is told which.
-        return UserSession.EndReason(record.end_reason or UserSession.EndReason.REVOKED)
+        return SessionStanding(UserSession.EndReason(record.end_reason or UserSession.EndReason.REVOKED))
     if record.user_agent_hash != hashlib.sha256(user_agent.encode()).hexdigest():
-        return UserSession.EndReason.DEVICE_CHANGED
+        return SessionStanding(UserSession.EndReason.DEVICE_CHANGED)
     # Idle time is tracked to the minute: writing on every request would cost a session
     # save and a row update per click.
     if now - float(last_seen) > LAST_SEEN_WRITE_INTERVAL.total_seconds():
         session[SESSION_LAST_SEEN_KEY] = now
         UserSession.objects.filter(pk=session_id).update(last_seen_at=timezone.now())
-    return None
+    return SessionStanding(None, record.device if settings.DEVICE_BINDING != "off" else None)
 
 
 def session_touch(*, session: SessionBase) -> None:

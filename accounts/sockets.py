@@ -104,10 +104,10 @@ def socket_is_verified(scope: dict[str, Any]) -> bool:
         return False
     if session_otp_device(session=session, user=user) is None:
         return False
-    reason = session_lifetime_check(
+    standing = session_lifetime_check(
         session=session, user_id=user.pk, user_agent=scope_header(scope, b"user-agent")
     )
-    return reason is None
+    return standing.end_reason is None
 
 
 def socket_may_open(scope: dict[str, Any]) -> bool:

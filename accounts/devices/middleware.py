@@ -15,11 +15,11 @@ from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
-from django.urls import Resolver404, resolve, reverse
+from django.urls import reverse
 
 from accounts.devices import dbsc, services
 from accounts.devices.proofs import DeviceProof, ProofRefused, nonce_issue, proof_verify
-from accounts.middleware import API_PREFIX, SELF_AUTHENTICATING_PREFIXES
+from accounts.middleware import API_PREFIX, SELF_AUTHENTICATING_PREFIXES, url_name
 from accounts.models import BrowserDevice, UserSession
 from accounts.selectors import is_verified
 from accounts.services import SESSION_ENDED_REASON_KEY, session_end
@@ -47,13 +47,6 @@ PENDING_URL_NAMES = (
     | DBSC_URL_NAMES
 )
 READ_RECORD_SECONDS = 60
-
-
-def _url_name(request: HttpRequest) -> str | None:
-    try:
-        return resolve(request.path_info).view_name
-    except Resolver404:
-        return None
 
 
 def request_url(request: HttpRequest) -> str:
@@ -108,16 +101,16 @@ class DeviceBindingMiddleware:
         request.META[services.PROOF_ERROR_META_KEY] = None if proof else error
 
     def _check(self, request: HttpRequest, *, enforce: bool) -> HttpResponse | None:
-        name = _url_name(request)
+        name = url_name(request.path_info)
         if not request.user.is_authenticated:
             return self._check_sign_in(request, name=name, enforce=enforce)
         session = request.session
         device_id = session.get(services.DEVICE_ID_KEY)
-        device = (
-            BrowserDevice.objects.filter(pk=device_id, user_id=request.user.pk).first()
-            if device_id is not None
-            else None
-        )
+        device = request.META.get(services.SESSION_DEVICE_META_KEY)
+        if device_id is None:
+            device = None
+        elif device is None or device.pk != device_id or device.user_id != request.user.pk:
+            device = BrowserDevice.objects.filter(pk=device_id, user_id=request.user.pk).first()
         if device is None and services.late_binding_open(session):
             device = services.device_session_bind_late(request=request, user=request.user)
             if device is None:

@@ -31,6 +31,8 @@ DEVICE_ID_KEY = "portcullis_device_id"
 PROOF_META_KEY = "portcullis.device_proof"
 PROOF_ERROR_META_KEY = "portcullis.device_proof_error"
 TRUST_META_KEY = "portcullis.device_trust"
+# The session's device as the session check read it (accounts.services.session_lifetime_check).
+SESSION_DEVICE_META_KEY = "portcullis.session_device"
 # Set by a write that wants the response to carry a fresh bound cookie / a new device cookie.
 REFRESH_META_KEY = "portcullis.device_refresh"
 NEW_DEVICE_COOKIE_META_KEY = "portcullis.device_cookie"
