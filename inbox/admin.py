@@ -240,6 +240,15 @@ class GrantFormSet(forms.BaseInlineFormSet[Any, Any, Any]):
 
     def add_fields(self, form: Any, index: int | None) -> None:
         super().add_fields(form, index)
+        if form.instance.pk is not None:
+            # An existing grant's holder and action stay fixed (end it and add a new one):
+            # shown, not offered, so a posted change is ignored. Its holder may be one the
+            # picker for new grants leaves out (the supervisor, or their own team).
+            name = supervision.grant_holder_field(type(form.instance))
+            holder = form.fields[name]
+            holder.queryset = holder.queryset.model.objects.filter(pk=getattr(form.instance, f"{name}_id"))
+            for fixed in (name, "permission"):
+                form.fields[fixed].disabled = True
         # A tabular row's column heading is no label to a screen reader: each control
         # carries its column's name.
         for field in form.fields.values():

@@ -195,6 +195,26 @@ def test_a_supervisor_cannot_grant_themselves_or_their_team_in_their_own_segment
     ).exists()
 
 
+def test_a_grant_to_the_supervisors_own_team_is_shown_and_stays_fixed(org: Org, verified_client: Any) -> None:
+    """The picker for new grants leaves out one's own team; an existing grant to it still
+    names it (it showed a blank row), and its holder and action cannot be changed there."""
+    org.sam.groups.add(org.support_team)
+    page = verified_client(org.sam).get(f"/admin/inbox/inbox/{org.support.pk}/change/")
+    formset = next(
+        inline.formset
+        for inline in page.context["inline_admin_formsets"]
+        if inline.formset.prefix == "group_grants"
+    )
+    team = org.support_team.pk
+    own = [form for form in formset.forms if form.instance.pk and form.instance.group_id == team]
+    assert own
+    for form in own:
+        assert form.fields["group"].disabled and form.fields["permission"].disabled
+        assert f'<option value="{org.support_team.pk}" selected>Support team</option>' in str(form["group"])
+    # A new row still offers only teams the supervisor is not in.
+    assert org.support_team not in formset.empty_form.fields["group"].queryset
+
+
 def test_the_service_refuses_self_grants_with_a_security_event(org: Org) -> None:
     from accounts import supervision
     from inbox.policy import AccessContext
