@@ -159,6 +159,7 @@ class LabelsForm(forms.Form):
 MAX_BULK = 100
 # Snoozing needs a time per conversation: it is done one at a time.
 BULK_STATUS_CHOICES = [("", "Status…"), *[c for c in Conversation.Status.choices if c[0] != "snoozed"]]
+BULK_PRIORITY_CHOICES = [("", "Priority…"), *Conversation.Priority.choices]
 
 
 class ConversationIdsField(forms.Field):
@@ -185,12 +186,16 @@ class BulkForm(forms.Form):
         ("unassign", "Unassign"),
         ("status", "Set status"),
         ("label", "Add label"),
+        ("priority", "Set priority"),
     ]
 
     conversation = ConversationIdsField(error_messages={"required": "Tick at least one conversation."})
     action = forms.ChoiceField(choices=ACTIONS, label="With the ticked")
     status = forms.ChoiceField(choices=BULK_STATUS_CHOICES, required=False)
     label = forms.ModelChoiceField(queryset=Label.objects.all(), required=False, empty_label="Label…")
+    priority = forms.TypedChoiceField(
+        choices=BULK_PRIORITY_CHOICES, coerce=int, empty_value=None, required=False
+    )
 
     def clean(self) -> dict[str, object]:
         data = super().clean() or {}
@@ -198,4 +203,6 @@ class BulkForm(forms.Form):
             self.add_error("status", "Choose the status to set.")
         if data.get("action") == "label" and not data.get("label"):
             self.add_error("label", "Choose the label to add.")
+        if data.get("action") == "priority" and data.get("priority") is None:
+            self.add_error("priority", "Choose the priority to set.")
         return data

@@ -122,6 +122,7 @@ def inbox_view(request: HtmxHttpRequest) -> HttpResponse:
         ],
         bulk_actions=forms.BulkForm.ACTIONS,
         bulk_statuses=forms.BULK_STATUS_CHOICES,
+        bulk_priorities=forms.BULK_PRIORITY_CHOICES,
         bulk_labels=selectors.labels(),
         older_url=_with_query(query, cursor=page.next_cursor) if page.next_cursor else None,
         newest_url=_with_query(query, cursor=None) if form.cleaned_data["cursor"] else None,
@@ -138,6 +139,9 @@ def _bulk_action(ctx: AccessContext, data: dict[str, Any]) -> Callable[[Conversa
         return lambda c: services.conversation_assign(ctx=ctx, conversation=c, assignee_id=assignee_id)
     if action == "status":
         return lambda c: services.conversation_status_set(ctx=ctx, conversation=c, status=data["status"])
+    if action == "priority":
+        priority = data["priority"]
+        return lambda c: services.conversation_priority_set(ctx=ctx, conversation=c, priority=priority)
     label_id = data["label"].pk
     return lambda c: services.conversation_labels_set(
         ctx=ctx, conversation=c, label_ids=sorted({*c.labels.values_list("pk", flat=True), label_id})

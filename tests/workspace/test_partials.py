@@ -350,6 +350,13 @@ def test_bulk_actions_decide_each_conversation_and_report_what_was_refused(
     assert sorted(first.labels.values_list("name", flat=True)) == ["printer", "vip"]  # added, none lost
     assert list(second.labels.values_list("name", flat=True)) == ["vip"]
 
+    urgent = {"conversation": [first.pk, watched.pk], "action": "priority", "priority": "3"}
+    html = sue.post(reverse("inbox:bulk"), urgent, **HTMX).content.decode()
+    assert "1 done</strong>, 1 refused" in html
+    assert f"Conversation {watched.pk}: You may not change this conversation&#x27;s priority." in html
+    assert Conversation.objects.get(pk=first.pk).priority == Conversation.Priority.URGENT
+    assert Conversation.objects.get(pk=watched.pk).priority == Conversation.Priority.NORMAL
+
     response = sue.post(
         reverse("inbox:bulk"), {"conversation": [first.pk], "action": "status", "status": "resolved"}
     )
@@ -369,6 +376,8 @@ def test_bulk_actions_decide_each_conversation_and_report_what_was_refused(
         {"conversation": ["1"], "action": "status"},
         {"conversation": ["1"], "action": "status", "status": "snoozed"},
         {"conversation": ["1"], "action": "label", "label": "999999"},
+        {"conversation": ["1"], "action": "priority"},
+        {"conversation": ["1"], "action": "priority", "priority": "9"},
     ],
 )
 def test_malformed_bulk_posts_are_a_400_with_nothing_changed(
