@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -76,3 +77,16 @@ def test_production_cookies_are_secure_and_host_prefixed() -> None:
         "DENY",
         "[\"'none'\"]",
     ]
+
+
+def test_json_logs_are_one_object_a_line_and_an_unknown_format_is_refused() -> None:
+    log = "logging.getLogger('portcullis.probe').warning('stored %s', 'it', extra={'inbox': 3})"
+    code = f"import logging; {log}"
+    result = manage("shell", "-c", code, DEBUG="1", LOG_FORMAT="json")
+    assert result.returncode == 0, result.stderr
+    line = json.loads(result.stderr.strip().splitlines()[-1])
+    assert line["level"] == "WARNING" and line["logger"] == "portcullis.probe"
+    assert line["message"] == "stored it" and line["inbox"] == 3 and line["time"]
+
+    refused = manage("check", DEBUG="1", LOG_FORMAT="xml")
+    assert refused.returncode != 0 and "LOG_FORMAT must be plain or json" in refused.stderr
