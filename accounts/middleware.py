@@ -67,14 +67,27 @@ ENDED_BY_THIS_CHECK = frozenset(
 )
 
 
-@lru_cache(maxsize=4096)
+# Paths are the client's: only short ones are remembered, so a spray of long made-up paths
+# can cost a lookup each but no more than 4,096 short strings of memory.
+URL_NAME_REMEMBERED_LENGTH = 200
+
+
 def url_name(path_info: str) -> str | None:
     """The name of the URL a path resolves to, for the gates that ask on every request
     (remembered: the URLconf does not change while the process runs)."""
+    if len(path_info) > URL_NAME_REMEMBERED_LENGTH:
+        return _resolved_name(path_info)
+    return _remembered_name(path_info)
+
+
+def _resolved_name(path_info: str) -> str | None:
     try:
         return resolve(path_info).view_name
     except Resolver404:
         return None
+
+
+_remembered_name = lru_cache(maxsize=4096)(_resolved_name)
 
 
 class SessionLifetimeMiddleware:

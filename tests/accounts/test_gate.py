@@ -157,3 +157,17 @@ async def test_sockets_refuse_unverified_sessions(make_user: Any, role_groups: N
         assert not await _connects(app, url, cookie(password_only)), f"password-only socket accepted on {url}"
     # The gate is not simply closed: a verified session gets through.
     assert await _connects(app, "/ws/probe/", cookie(verified))
+
+
+def test_url_names_are_remembered_only_for_short_paths() -> None:
+    """The gates name the URL of every request; a spray of long made-up paths must not
+    grow the process's memory of them."""
+    from accounts import middleware
+
+    middleware._remembered_name.cache_clear()
+    assert middleware.url_name("/") == "inbox:list"
+    assert middleware.url_name("/") == "inbox:list"
+    assert middleware._remembered_name.cache_info().hits == 1
+    long_path = "/" + "a" * middleware.URL_NAME_REMEMBERED_LENGTH
+    assert middleware.url_name(long_path) is None
+    assert middleware._remembered_name.cache_info().currsize == 1
