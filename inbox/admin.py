@@ -264,9 +264,6 @@ class GrantFormSet(forms.BaseInlineFormSet[Any, Any, Any]):
         for form in self.forms:
             if form.errors or not form.has_changed() or form.cleaned_data.get("DELETE"):
                 continue
-            if form.instance.pk is not None and {"permission", "user", "group"} & set(form.changed_data):
-                form.add_error(None, "A grant's holder and permission stay fixed: end it and add a new one.")
-                continue
             grant = form.save(commit=False)
             try:
                 supervision.grant_check(ctx=ctx, request=self.request, payload=grant_payload(grant))

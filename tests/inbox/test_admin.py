@@ -133,3 +133,26 @@ def test_admin_lists_only_visible_conversations(
     assert response.status_code == 403
     mine.refresh_from_db()
     assert mine.priority != 3
+
+
+def test_a_posted_change_to_an_existing_grants_holder_or_action_is_ignored(
+    segments: Segments, supervisor: Any, verified_client: Any, make_user: Any
+) -> None:
+    """A forged post cannot turn someone's grant into another person's, or into more."""
+    from guardian.shortcuts import assign_perm
+
+    conversation = segments.billing_conversations[0]
+    agent = segments.support_agent
+    other = make_user(roles.AGENT, username="mallory")
+    grant = assign_perm("view_conversation", agent, conversation)
+    reply = Permission.objects.get(codename="reply_conversation")
+    client = verified_client(supervisor)
+    for holder in (other, agent):
+        row = {"id": grant.pk, "user": holder.pk, "permission": reply.pk, "reason": "more", "expires_at_0": ""}
+        data = grant_form(conversation, [row], initial=1)
+        data["user_grants-0-content_object"] = conversation.pk
+        client.post(f"/admin/inbox/conversation/{conversation.pk}/change/", data)
+        kept = ConversationUserObjectPermission.objects.get(pk=grant.pk)
+        assert (kept.user_id, kept.permission_id) == (agent.pk, grant.permission_id)
+    assert not ConversationUserObjectPermission.objects.filter(user=other).exists()
+    assert not ConversationUserObjectPermission.objects.filter(permission=reply).exists()
