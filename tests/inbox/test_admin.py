@@ -148,7 +148,7 @@ def test_a_posted_change_to_an_existing_grants_holder_or_action_is_ignored(
     reply = Permission.objects.get(codename="reply_conversation")
     client = verified_client(supervisor)
     for holder in (other, agent):
-        row = {"id": grant.pk, "user": holder.pk, "permission": reply.pk, "reason": "more", "expires_at_0": ""}
+        row = {"id": grant.pk, "user": holder.pk, "permission": reply.pk, "reason": "more"}
         data = grant_form(conversation, [row], initial=1)
         data["user_grants-0-content_object"] = conversation.pk
         client.post(f"/admin/inbox/conversation/{conversation.pk}/change/", data)
