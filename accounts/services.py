@@ -314,15 +314,18 @@ LAST_SEEN_WRITE_INTERVAL = timedelta(seconds=60)
 @dataclass(frozen=True)
 class SessionStanding:
     """What the session check found: why the session must end now (None: it may go on),
-    and the device it is bound to, read in the same query while device binding is on
-    (None when it is off or the session has no device yet)."""
+    and, when asked for, the device it is bound to, read in the same query (None when not
+    asked for or the session has no device yet)."""
 
     end_reason: UserSession.EndReason | None
     device: BrowserDevice | None = None
 
 
-def session_lifetime_check(*, session: SessionBase, user_id: int, user_agent: str) -> SessionStanding:
-    """Whether an authenticated session must end now, and the device it is bound to.
+def session_lifetime_check(
+    *, session: SessionBase, user_id: int, user_agent: str, with_device: bool = False
+) -> SessionStanding:
+    """Whether an authenticated session must end now, and with `with_device` the device it
+    is bound to.
 
     Asked on every HTTP request and by long-lived sockets, so the same rules hold for both.
     """
@@ -342,9 +345,9 @@ def session_lifetime_check(*, session: SessionBase, user_id: int, user_agent: st
     records = UserSession.objects.filter(pk=session_id, user_id=user_id).only(
         "ended_at", "end_reason", "user_agent_hash", "device"
     )
-    if settings.DEVICE_BINDING != "off":
-        # The device gate needs the device on every request: joined here, it costs no
-        # round trip of its own (tests/benchmarks/device_proof.py).
+    if with_device:
+        # The HTTP device gate needs it on every request: joined here, it costs no round
+        # trip of its own (tests/benchmarks/device_proof.py).
         records = records.select_related("device")
     record = next(iter(records.order_by()[:1]), None)
     if record is None:
@@ -359,7 +362,7 @@ def session_lifetime_check(*, session: SessionBase, user_id: int, user_agent: st
     if now - float(last_seen) > LAST_SEEN_WRITE_INTERVAL.total_seconds():
         session[SESSION_LAST_SEEN_KEY] = now
         UserSession.objects.filter(pk=session_id).update(last_seen_at=timezone.now())
-    return SessionStanding(None, record.device if settings.DEVICE_BINDING != "off" else None)
+    return SessionStanding(None, record.device if with_device else None)
 
 
 def session_touch(*, session: SessionBase) -> None:
