@@ -16,6 +16,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from inbox import dlp, events, policy
+from inbox.event_types import InboxEventName, InboxEventPayload
 from inbox.models import (
     ChannelKind,
     Contact,
@@ -150,6 +151,28 @@ def note_add(*, ctx: AccessContext, conversation: Conversation, text: str, justi
     return note
 
 
+def _conversation_change(
+    ctx: AccessContext,
+    conversation: Conversation,
+    *,
+    event: InboxEventName,
+    payload: InboxEventPayload,
+    **fields: object,
+) -> None:
+    """Write fields of a decided change: the row, the audit trail's before and after (a
+    queryset update passes auditlog's signals by, so it is logged here, in the same
+    transaction), and the live event once committed."""
+    changes = {name: [str(getattr(conversation, name)), str(value)] for name, value in fields.items()}
+    with transaction.atomic():
+        Conversation.objects.filter(pk=conversation.pk).update(**fields)
+        for name, value in fields.items():
+            setattr(conversation, name, value)
+        LogEntry.objects.log_create(
+            conversation, action=LogEntry.Action.UPDATE, changes=changes, actor=ctx.user
+        )
+        events.publish_after_commit(inbox_id=conversation.inbox_id, event=event, payload=payload)
+
+
 def conversation_assign(*, ctx: AccessContext, conversation: Conversation, assignee_id: int | None) -> None:
     """Assign to an agent who can see the conversation, or unassign (None)."""
     from accounts.models import User
@@ -161,14 +184,13 @@ def conversation_assign(*, ctx: AccessContext, conversation: Conversation, assig
         # Assigning to someone who cannot see it would hand them nothing; refuse it.
         if assignee is None or not policy.sees(assignee, conversation):
             raise InvalidRequest("That agent cannot see this conversation.")
-    with transaction.atomic():
-        Conversation.objects.filter(pk=conversation.pk).update(assignee_id=assignee_id)
-        conversation.assignee_id = assignee_id
-        events.publish_after_commit(
-            inbox_id=conversation.inbox_id,
-            event="conversation.assigned",
-            payload={"conversation_id": conversation.pk, "assignee_id": assignee_id},
-        )
+    _conversation_change(
+        ctx,
+        conversation,
+        event="conversation.assigned",
+        payload={"conversation_id": conversation.pk, "assignee_id": assignee_id},
+        assignee_id=assignee_id,
+    )
 
 
 def conversation_status_set(
@@ -187,14 +209,14 @@ def conversation_status_set(
             raise InvalidRequest("Snoozing needs a time in the future.")
     else:
         snoozed_until = None
-    with transaction.atomic():
-        Conversation.objects.filter(pk=conversation.pk).update(status=status, snoozed_until=snoozed_until)
-        conversation.status, conversation.snoozed_until = status, snoozed_until
-        events.publish_after_commit(
-            inbox_id=conversation.inbox_id,
-            event="conversation.status",
-            payload={"conversation_id": conversation.pk, "status": status},
-        )
+    _conversation_change(
+        ctx,
+        conversation,
+        event="conversation.status",
+        payload={"conversation_id": conversation.pk, "status": status},
+        status=status,
+        snoozed_until=snoozed_until,
+    )
 
 
 def conversation_priority_set(*, ctx: AccessContext, conversation: Conversation, priority: int) -> None:
@@ -203,25 +225,15 @@ def conversation_priority_set(*, ctx: AccessContext, conversation: Conversation,
         raise policy.Denied("You may not change this conversation's priority.")
     if priority not in Conversation.Priority.values:
         raise InvalidRequest(f"Unknown priority {priority!r}.")
-    previous = conversation.priority
-    if priority == previous:
+    if priority == conversation.priority:
         return
-    with transaction.atomic():
-        Conversation.objects.filter(pk=conversation.pk).update(priority=priority)
-        conversation.priority = priority
-        # The queryset update passes auditlog's signals by; the change is logged by hand,
-        # in the same transaction, so the trail holds it exactly when the row does.
-        LogEntry.objects.log_create(
-            conversation,
-            action=LogEntry.Action.UPDATE,
-            changes={"priority": [str(previous), str(priority)]},
-            actor=ctx.user,
-        )
-        events.publish_after_commit(
-            inbox_id=conversation.inbox_id,
-            event="conversation.priority",
-            payload={"conversation_id": conversation.pk, "priority": priority},
-        )
+    _conversation_change(
+        ctx,
+        conversation,
+        event="conversation.priority",
+        payload={"conversation_id": conversation.pk, "priority": priority},
+        priority=priority,
+    )
 
 
 def conversation_labels_set(*, ctx: AccessContext, conversation: Conversation, label_ids: list[int]) -> None:

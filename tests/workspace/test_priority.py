@@ -171,3 +171,17 @@ def test_unread_per_inbox_costs_no_query_per_inbox(
     with django_assert_num_queries(LIST_PANE_QUERIES):
         html = sue.get(LIST_URL, **HTMX).content.decode()
     assert html.count(" (1 unread)</option>") == 6
+
+
+def test_assignment_and_status_changes_are_in_the_audit_trail_too(segments: Segments, sue: Client) -> None:
+    """Priority, status and assignment are written by one step, which logs before and after."""
+    conversation = segments.support_conversations[0]
+    sue.post(
+        reverse("inbox:assign", kwargs={"conversation_id": conversation.pk}),
+        {"assignee": segments.support_agent.pk},
+    )
+    sue.post(reverse("inbox:status", kwargs={"conversation_id": conversation.pk}), {"status": "resolved"})
+    changes = [entry.changes_dict for entry in priority_log(conversation)]
+    assert {"assignee_id": ["None", str(segments.support_agent.pk)]} in changes
+    assert any(change.get("status") == ["open", "resolved"] for change in changes)
+    assert all(entry.actor_id == segments.support_agent.pk for entry in priority_log(conversation))
