@@ -102,7 +102,6 @@ class SessionLifetimeMiddleware:
                 session=request.session,
                 user_id=request.user.pk,
                 user_agent=request.META.get("HTTP_USER_AGENT", ""),
-                with_device=settings.DEVICE_BINDING != "off",
             )
             reason = standing.end_reason
             if reason is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -13,7 +14,7 @@ from django.conf import settings
 from django.contrib.auth import login as auth_login
 from django.contrib.auth import logout as auth_logout
 from django.contrib.sessions.backends.base import SessionBase
-from django.db import transaction
+from django.db import connection, models, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 from django_otp.models import Device
@@ -314,18 +315,62 @@ LAST_SEEN_WRITE_INTERVAL = timedelta(seconds=60)
 @dataclass(frozen=True)
 class SessionStanding:
     """What the session check found: why the session must end now (None: it may go on),
-    and, when asked for, the device it is bound to, read in the same query (None when not
-    asked for or the session has no device yet)."""
+    and the device it is bound to, read in the same statement (None before it has one)."""
 
     end_reason: UserSession.EndReason | None
     device: BrowserDevice | None = None
 
 
-def session_lifetime_check(
-    *, session: SessionBase, user_id: int, user_agent: str, with_device: bool = False
-) -> SessionStanding:
-    """Whether an authenticated session must end now, and with `with_device` the device it
-    is bound to.
+@dataclass(frozen=True)
+class _SessionRecord:
+    ended_at: datetime | None
+    end_reason: str
+    user_agent_hash: str
+    device: BrowserDevice | None
+
+
+def _column(model: type[models.Model], name: str) -> str:
+    field = model._meta.get_field(name)
+    if not isinstance(field, models.Field):
+        raise TypeError(f"{model.__name__}.{name} is not a column")
+    return connection.ops.quote_name(field.column)
+
+
+@functools.cache
+def _session_record_statement() -> str:
+    """The session record with its device, as one statement built once per process from
+    the models' own table and column names. The ORM compiling the same two-table query on
+    every request cost more than running it (tests/benchmarks/device_proof.py)."""
+    quote = connection.ops.quote_name
+    columns = ", ".join(
+        f"s.{_column(UserSession, name)} AS {quote(f'session_{name}')}"
+        for name in ("ended_at", "end_reason", "user_agent_hash")
+    )
+    return (
+        f"SELECT d.*, {columns} FROM {quote(UserSession._meta.db_table)} s"  # noqa: S608  # the names are the models'; the ids are parameters
+        f" LEFT JOIN {quote(BrowserDevice._meta.db_table)} d"
+        f" ON d.{_column(BrowserDevice, 'id')} = s.{_column(UserSession, 'device')}"
+        f" WHERE s.{_column(UserSession, 'id')} = %s AND s.{_column(UserSession, 'user')} = %s"
+    )
+
+
+def _session_record_read(session_id: int, user_id: int) -> _SessionRecord | None:
+    """The user's session record, None when there is no such session of theirs. Read as
+    device rows, so the device's fields are converted as the ORM converts them; its pk is
+    None when the session has no device yet."""
+    row = next(iter(BrowserDevice.objects.raw(_session_record_statement(), [session_id, user_id])), None)
+    if row is None:
+        return None
+    return _SessionRecord(
+        ended_at=row.session_ended_at,  # type: ignore[attr-defined]
+        end_reason=row.session_end_reason,  # type: ignore[attr-defined]
+        user_agent_hash=row.session_user_agent_hash,  # type: ignore[attr-defined]
+        device=row if row.pk is not None else None,
+    )
+
+
+def session_lifetime_check(*, session: SessionBase, user_id: int, user_agent: str) -> SessionStanding:
+    """Whether an authenticated session must end now, and the device it is bound to.
 
     Asked on every HTTP request and by long-lived sockets, so the same rules hold for both.
     """
@@ -342,14 +387,7 @@ def session_lifetime_check(
     reauthenticate_at = session.get(IDP_REAUTHENTICATE_AT_KEY)
     if reauthenticate_at is not None and now > float(reauthenticate_at):
         return SessionStanding(UserSession.EndReason.IDP_REAUTHENTICATE)
-    records = UserSession.objects.filter(pk=session_id, user_id=user_id).only(
-        "ended_at", "end_reason", "user_agent_hash", "device"
-    )
-    if with_device:
-        # The HTTP device gate needs it on every request: joined here, it costs no round
-        # trip of its own (tests/benchmarks/device_proof.py).
-        records = records.select_related("device")
-    record = next(iter(records.order_by()[:1]), None)
+    record = _session_record_read(session_id, user_id)
     if record is None:
         return SessionStanding(UserSession.EndReason.REVOKED)
     if record.ended_at is not None:
@@ -362,7 +400,7 @@ def session_lifetime_check(
     if now - float(last_seen) > LAST_SEEN_WRITE_INTERVAL.total_seconds():
         session[SESSION_LAST_SEEN_KEY] = now
         UserSession.objects.filter(pk=session_id).update(last_seen_at=timezone.now())
-    return SessionStanding(None, record.device if with_device else None)
+    return SessionStanding(None, record.device)
 
 
 def session_touch(*, session: SessionBase) -> None:
