@@ -4,20 +4,23 @@ Every error body has a `detail` string; a validation error also keeps its per-fi
 `errors`. Loaders' Http404 is already a JSON 404 through DRF's own handler; unknown paths
 under /api/ reach a catch-all view. What Django itself answers before or around DRF (a
 refused Host header, an unhandled exception) goes through the error handlers below, which
-answer JSON under /api/ and render the site's own pages (templates/4xx.html, 500.html)
+answer JSON under /api/ and render the site's own pages (templates/4xx.html, 5xx.html)
 everywhere else.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.template import loader
 from django.views import defaults
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from channels_app.common.retry import TRANSIENT_DATABASE_ERRORS
 from inbox import policy
 from inbox.selectors import InvalidFilter
 from inbox.services import InvalidRequest, OutboundRefused
@@ -82,7 +85,28 @@ def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     return defaults.page_not_found(request, exception)
 
 
+# What a client is told to wait before trying again while the database is away (a restart
+# or a failover takes seconds).
+UNAVAILABLE_RETRY_AFTER_SECONDS = 5
+UNAVAILABLE_DETAIL = "The service is briefly unavailable; try again shortly."
+
+
 def server_error(request: HttpRequest) -> HttpResponse:
+    # Django calls this inside its `except` block: the exception is the one being handled.
+    if isinstance(sys.exception(), TRANSIENT_DATABASE_ERRORS):
+        return _service_unavailable(request)
     if request.path_info.startswith(API_PREFIX):
         return JsonResponse({"detail": "Server error."}, status=500)
     return defaults.server_error(request)
+
+
+def _service_unavailable(request: HttpRequest) -> HttpResponse:
+    """The database could not be reached (down, restarting, failing over): nothing is
+    wrong with the request, and the same one will succeed once it is back."""
+    response: HttpResponse
+    if request.path_info.startswith(API_PREFIX):
+        response = JsonResponse({"detail": UNAVAILABLE_DETAIL}, status=503)
+    else:
+        response = HttpResponse(loader.get_template("503.html").render(), status=503)
+    response["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER_SECONDS)
+    return response

@@ -136,10 +136,28 @@ DATABASES = {
 # keeps a pool per process instead (psycopg_pool); connections then go back to it after
 # each request.
 DB_POOL_SIZE = int(os.environ.get("DB_POOL_SIZE", "0"))
-if DB_POOL_SIZE and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
-    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 1, "max_size": DB_POOL_SIZE}
+# A database that is down or unreachable must fail a request fast (answered 503, see
+# config.api.server_error), not hold it: libpq otherwise waits on the TCP connect for as
+# long as the kernel does (minutes when packets vanish). 2 s is libpq's minimum.
+DB_CONNECT_TIMEOUT_SECONDS = int(os.environ.get("DB_CONNECT_TIMEOUT_SECONDS", "2"))
+# How long a request waits for a pooled connection (all in use, or the database away)
+# before it is answered 503. The pool's reconnection gives up as soon and the next request
+# starts a new one, so after a restart the pool does not wait out a long backoff.
+DB_POOL_TIMEOUT_SECONDS = float(os.environ.get("DB_POOL_TIMEOUT_SECONDS", "1"))
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = DB_CONNECT_TIMEOUT_SECONDS
+    if DB_POOL_SIZE:
+        # With CONN_HEALTH_CHECKS (on above) each connection is checked as it leaves the
+        # pool, one round trip: after a database restart every pooled connection is broken,
+        # and each would otherwise fail a request before the pool dropped it. (psycopg_pool
+        # backs off after a second broken one in a row: that request is still answered 503.)
+        DATABASES["default"]["CONN_MAX_AGE"] = 0
+        DATABASES["default"]["OPTIONS"]["pool"] = {
+            "min_size": 1,
+            "max_size": DB_POOL_SIZE,
+            "timeout": DB_POOL_TIMEOUT_SECONDS,
+            "reconnect_timeout": DB_POOL_TIMEOUT_SECONDS,
+        }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
@@ -195,6 +213,14 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A task taken by a worker that then died without a word (SIGKILL, a lost machine) stays
+# unacknowledged on the Redis broker, and is handed out again this long after it was taken.
+# It must exceed the longest task and the longest countdown (Redis holds a waiting task as
+# taken): a task still running, or still waiting, would otherwise be run a second time.
+# Webhook events do not wait that long: the sweep re-queues them after minutes.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT_SECONDS", "3600")),
+}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
 # One beat entry fans out to every enabled channel; each channel keeps its own interval.

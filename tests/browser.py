@@ -57,18 +57,23 @@ def wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path) -> None
     pytest.fail(f"the ASGI server did not come up: {log.read_text()[-3000:]}")
 
 
+def database_url() -> str:
+    """The test database, for another process (a server, a worker) to work on."""
+    db = connection.settings_dict
+    credentials = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    address = f"{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
+    return f"postgres://{credentials}@{address}/{db['NAME']}"
+
+
 @contextmanager
 def serve_app(tmp_path: Path, **settings_env: str) -> Iterator[str]:
     """uvicorn serving config.asgi on the test database, in its own process; yields its URL.
 
     `settings_env` sets environment variables that config/settings.py reads."""
-    db = connection.settings_dict
-    credentials = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    address = f"{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
     port = free_port()
     env = {
         **os.environ,
-        "DATABASE_URL": f"postgres://{credentials}@{address}/{db['NAME']}",
+        "DATABASE_URL": database_url(),
         "ALLOWED_HOSTS": "127.0.0.1",
         "MEDIA_ROOT": str(tmp_path / "media"),
         "LOG_LEVEL": "WARNING",

@@ -24,7 +24,7 @@ def agent_client(make_user: Any) -> Client:
 
 def _styled(response: Any, heading: str) -> None:
     body = response.content.decode()
-    assert response["Content-Type"].startswith("text/html")
+    assert response.headers["Content-Type"].startswith("text/html")
     assert f'<h1 id="error-heading">{heading}</h1>' in body
     assert 'href="/static/css/app.css"' in body
     # The strict CSP holds on error pages too: no inline script or style.
