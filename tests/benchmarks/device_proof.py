@@ -11,9 +11,12 @@ inbox holds) into its own database, then times in one run:
   baseline — and "enforce" (bound cookie, device row, nonce in the page), interleaved so
   load on the machine falls on both alike; beside it the same comparison of "off" with
   itself, which shows how large a difference noise alone makes on a page of this size;
+- the same page pairs in this process's CPU time (`time.thread_time`): both modes send the
+  same statements, so this leaves out waiting for PostgreSQL and Redis and for the other
+  processes of a shared machine, and keeps what binding adds in Python;
 - what binding adds to that page's request, timed where it happens: the gate's own work
-  (proof, device checks, cookies), the device read joined to the session check (that
-  check with binding on minus off), and the page's nonce;
+  (proof, device checks, cookies), the session check with binding on minus off (the
+  device comes in the statement that check makes either way), and the page's nonce;
 - a write (the idle keep-alive) with binding off, and on with a fresh proof per request.
 
 Prints one JSON line; the target is ≤ 1 ms p95 added to the inbox page, reported both
@@ -24,6 +27,7 @@ and the added work timed where it runs.
 from __future__ import annotations
 
 import argparse
+import gc
 import inspect
 import os
 import statistics
@@ -175,24 +179,35 @@ def main() -> None:
 
         return request
 
-    def difference(first: str, second: str) -> dict[str, Any]:
-        listing = paired_timings(page(first), page(second), runs=args.runs)
+    def difference(first: str, second: str, clock: Callable[[], float]) -> dict[str, Any]:
+        # In CPU time, a garbage collection is charged to whichever request happens to start
+        # it, whoever made the garbage: collected before each request instead, untimed.
+        settle = gc.collect if clock is time.thread_time else None
+        listing = paired_timings(page(first), page(second), runs=args.runs, clock=clock, settle=settle)
         for figure in ("p50_ms", "p95_ms"):
             listing[f"added_{figure}"] = round(listing["with"][figure] - listing["without"][figure], 3)
         return listing
 
-    # Which place of a pair a page runs in moved its time by up to 2 ms here (the off/off
-    # control shows it): binding on is timed in both places and the differences averaged.
-    later, earlier = difference("off", "enforce"), difference("enforce", "off")
-    figures["inbox_page"] = {
-        "off_then_on": later,
-        "on_then_off": earlier,
-        **{
-            f"added_{figure}": round((later[f"added_{figure}"] - earlier[f"added_{figure}"]) / 2, 3)
-            for figure in ("p50_ms", "p95_ms")
-        },
-    }
-    figures["inbox_page_off_vs_off"] = difference("off", "off")
+    def page_added(clock: Callable[[], float]) -> dict[str, Any]:
+        # Which place of a pair a page runs in moved its time by up to 2 ms here (the off/off
+        # control shows it): binding on is timed in both places and the differences averaged.
+        later, earlier = difference("off", "enforce", clock), difference("enforce", "off", clock)
+        return {
+            "off_then_on": later,
+            "on_then_off": earlier,
+            **{
+                f"added_{figure}": round((later[f"added_{figure}"] - earlier[f"added_{figure}"]) / 2, 3)
+                for figure in ("p50_ms", "p95_ms")
+            },
+        }
+
+    figures["inbox_page"] = page_added(time.perf_counter)
+    figures["inbox_page_off_vs_off"] = difference("off", "off", time.perf_counter)
+    # The same pages in this process's CPU time: both modes send the same statements, so
+    # leaving out the waits (PostgreSQL, Redis, and whatever else this shared machine runs)
+    # keeps what binding adds in Python and drops most of the noise around it.
+    figures["inbox_page_cpu"] = page_added(time.thread_time)
+    figures["inbox_page_cpu_off_vs_off"] = difference("off", "off", time.thread_time)
     figures["added_work"] = added_work(page, client.session, args.runs)
 
     keepalive = "/accounts/session/keepalive/"
@@ -213,6 +228,7 @@ def main() -> None:
     figures["write_with_proof"] = writes
     figures["targets_met"] = {
         "inbox_page_added_p95_le_1_ms": figures["inbox_page"]["added_p95_ms"] <= 1.0,
+        "inbox_page_cpu_added_p95_le_1_ms": figures["inbox_page_cpu"]["added_p95_ms"] <= 1.0,
         "added_work_p95_le_1_ms": figures["added_work"]["added_p95_ms"] <= 1.0,
     }
     # The floor is the same page with binding off, timed in the same pairs.

@@ -43,8 +43,16 @@ from tests.benchmarks.inbox_list import load, recreate_database  # noqa: E402  #
 N_RULES = 200
 
 
-def paired_timings(first: Callable[[], Any], second: Callable[[], Any], *, runs: int) -> dict[str, Any]:
-    """Both functions timed in alternation, after a warm-up, in milliseconds."""
+def paired_timings(
+    first: Callable[[], Any],
+    second: Callable[[], Any],
+    *,
+    runs: int,
+    clock: Callable[[], float] = time.perf_counter,
+    settle: Callable[[], Any] | None = None,
+) -> dict[str, Any]:
+    """Both functions timed in alternation, after a warm-up, in milliseconds of `clock`
+    (wall time unless told); `settle` runs untimed before each call."""
     for _ in range(5):
         first(), second()
     a: list[float] = []
@@ -53,9 +61,11 @@ def paired_timings(first: Callable[[], Any], second: Callable[[], Any], *, runs:
         # Which goes first alternates, so neither always runs on the other's warm caches.
         order = ((first, a), (second, b)) if run % 2 else ((second, b), (first, a))
         for fn, samples in order:
-            started = time.perf_counter()
+            if settle is not None:
+                settle()
+            started = clock()
             fn()
-            samples.append((time.perf_counter() - started) * 1000)
+            samples.append((clock() - started) * 1000)
 
     def summary(samples: list[float]) -> dict[str, float]:
         ordered = sorted(samples)

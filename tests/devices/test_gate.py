@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 from unittest import mock
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from accounts import roles
 from accounts.devices import services as device_services
@@ -303,3 +306,27 @@ def test_the_devices_page_costs_the_same_queries_for_one_device_or_many(
     with django_assert_num_queries(QUERIES_DEVICES_PAGE):
         page = client.get("/accounts/devices/").content.decode()
     assert page.count("Revoke Firefox on Windows") == 5
+
+
+def _shape(sql: str) -> str:
+    """A statement without what differs between two runs of it: a server-side cursor's
+    name (numbered per use) and the time it was made."""
+    return re.sub(r"'\d{4}-\d\d-\d\d [^']*'", "'now'", re.sub(r'"_django_curs_\w+"', "c", sql))
+
+
+def test_binding_adds_no_statement_to_a_page(
+    conversation: Any, make_user: Any, bound_client: Any, settings: Any
+) -> None:
+    """The session check reads the device in the statement it makes either way, so a bound
+    page costs the database what the same page costs with binding off: the statements are
+    the same, one for one."""
+    client, _ = bound_client(agent_on(conversation, make_user))
+    client.get("/")  # the once-a-minute writes (last seen) happen here
+    statements = {}
+    for mode in ("enforce", "off"):
+        settings.DEVICE_BINDING = mode
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get("/").status_code == 200
+        statements[mode] = [_shape(query["sql"]) for query in queries.captured_queries]
+    assert statements["enforce"] == statements["off"]
+    assert any('"accounts_browserdevice"' in sql for sql in statements["enforce"])
