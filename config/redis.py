@@ -16,6 +16,7 @@ import threading
 
 import redis
 from django.conf import settings
+from django.core.cache import BaseCache, caches
 
 _lock = threading.Lock()
 _clients: dict[tuple[int, str], redis.Redis] = {}
@@ -34,3 +35,23 @@ def redis_client() -> redis.Redis:
                 pool = redis.ConnectionPool.from_url(settings.REDIS_URL)
                 client = _clients[key] = redis.Redis(connection_pool=pool)
     return client
+
+
+_caches: dict[tuple[int, str], BaseCache] = {}
+
+
+def cache_shared() -> BaseCache:
+    """The default cache as one handle for the whole process, for what is asked of it on
+    every request. Django's `cache` is a handle per thread, and under ASGI each request
+    runs in a thread of its own whose handle is closed when it ends: every request would
+    connect to Redis anew, under load the largest part of a small request's time. The
+    handle's pool is thread-safe; it is rebuilt in a forked child and when the cache's
+    settings change (tests that point at a Redis of their own)."""
+    key = (os.getpid(), repr(settings.CACHES["default"]))
+    handle = _caches.get(key)
+    if handle is None:
+        with _lock:
+            handle = _caches.get(key)
+            if handle is None:
+                handle = _caches[key] = caches.create_connection("default")
+    return handle
