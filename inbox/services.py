@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -396,25 +396,48 @@ class InboundResult:
 
 def contact_for_handle(*, channel_kind: str, handle: str, name: str = "") -> Contact:
     """Find the contact with this handle on this channel, or create one (race-safe)."""
-    identity = (
-        ContactIdentity.objects.select_related("contact")
-        .filter(channel_kind=channel_kind, handle=handle)
-        .first()
-    )
-    if identity is not None:
+    return contacts_for_handles(channel_kind=channel_kind, names={handle: name})[handle]
+
+
+def _contacts_known(channel_kind: str, handles: Iterable[str]) -> dict[str, Contact]:
+    """The contact of each known handle, a merged one followed to the contact it went into."""
+    contacts = {}
+    for identity in ContactIdentity.objects.select_related("contact").filter(
+        channel_kind=channel_kind, handle__in=list(handles)
+    ):
         contact = identity.contact
         while contact.merged_into_id is not None:
             contact = Contact.objects.get(pk=contact.merged_into_id)
-        return contact
-    with transaction.atomic():
-        contact = Contact.objects.create(name=name[:200])
-        identity, created = ContactIdentity.objects.get_or_create(
-            channel_kind=channel_kind, handle=handle, defaults={"contact": contact}
+        contacts[identity.handle] = contact
+    return contacts
+
+
+def contacts_for_handles(*, channel_kind: str, names: Mapping[str, str]) -> dict[str, Contact]:
+    """The contact of each handle on this channel (handle → the sender's name, for a new
+    contact), created for those not known: one query when all are known, three more when
+    some are new, however many. Race-safe: a handle another writer stored first keeps
+    that writer's contact, and the one made here for it is removed."""
+    contacts = _contacts_known(channel_kind, names)
+    missing = [handle for handle in names if handle not in contacts]
+    if not missing:
+        return contacts
+    # No savepoint of its own inside a batch's: a failure here fails the batch.
+    with transaction.atomic(savepoint=False):
+        created = Contact.objects.bulk_create(Contact(name=names[handle][:200]) for handle in missing)
+        ContactIdentity.objects.bulk_create(
+            (
+                ContactIdentity(channel_kind=channel_kind, handle=handle, contact=contact)
+                for handle, contact in zip(missing, created, strict=True)
+            ),
+            ignore_conflicts=True,
         )
-        if not created:
-            contact.delete()
-            return identity.contact
-    return contact
+        won = _contacts_known(channel_kind, missing)
+        lost = [
+            contact.pk for handle, contact in zip(missing, created, strict=True) if won[handle] != contact
+        ]
+        if lost:
+            Contact.objects.filter(pk__in=lost).delete()
+    return {**contacts, **won}
 
 
 def _existing(inbound: InboundMessage) -> Message | None:
@@ -430,23 +453,70 @@ def inbound_message_record(inbound: InboundMessage) -> InboundResult:
     even when two workers race to store it.
 
     A message that continues a known thread is stored by one statement; when the thread
-    is no longer open (resolved, deleted, its contact merged) it takes the full path."""
-    redaction = None
+    is no longer open (resolved, deleted, its contact merged) it takes the full path, the
+    batch store's (`inbound_messages_record`)."""
     if inbound.known_thread is not None:
-        redaction = _inbound_redaction(inbound)
-        continued = _thread_continue(inbound, inbound.known_thread, redaction)
+        continued = _thread_continue(inbound, inbound.known_thread, _inbound_redaction(inbound))
         if continued is not None:
             return continued
-    existing = _existing(inbound)
-    if existing is not None:
-        return InboundResult(existing, created=False)
+    return inbound_messages_record([inbound])[0]
+
+
+def inbound_messages_record(inbounds: Sequence[InboundMessage]) -> list[InboundResult]:
+    """Store customers' messages of one inbox, in order and idempotently, in a number of
+    statements that does not grow with their number: one duplicate check, the contacts
+    looked up (and the new ones created) in bulk, one conversation lookup, one insert of
+    new conversations, one update waking the others, one insert of the messages; no
+    savepoint per message. Each goes where it would go alone: a sender's later message
+    joins the conversation an earlier one of the batch opened.
+
+    A provider id stored already, or twice in the batch, is stored once (its result is not
+    `created`), even when another writer stores it at the same moment: the unique index
+    refuses the insert, the batch's block rolls back whole, and the second pass finds it."""
     try:
-        return _inbound_store(inbound, redaction or _inbound_redaction(inbound))
+        return _inbound_batch_store(inbounds)
     except IntegrityError:
-        existing = _existing(inbound)
-        if existing is None:
-            raise
-        return InboundResult(existing, created=False)
+        return _inbound_batch_store(inbounds)
+
+
+def _inbound_batch_store(inbounds: Sequence[InboundMessage]) -> list[InboundResult]:
+    if not inbounds:
+        return []
+    inbox = inbounds[0].inbox
+    if any(inbound.inbox.pk != inbox.pk for inbound in inbounds):
+        raise ValueError("A batch of inbound messages is of one inbox.")
+    provider_ids = [inbound.provider_message_id for inbound in inbounds if inbound.provider_message_id]
+    stored: dict[str, Message] = (
+        {
+            message.provider_message_id: message
+            for message in Message.objects.filter(inbox=inbox, provider_message_id__in=provider_ids)
+            if message.provider_message_id
+        }
+        if provider_ids
+        else {}
+    )
+    # The first of a provider id in the batch is stored; a later one is its duplicate.
+    fresh: list[int] = []
+    seen: set[str] = set()
+    for index, inbound in enumerate(inbounds):
+        provider_id = inbound.provider_message_id
+        if provider_id and (provider_id in stored or provider_id in seen):
+            continue
+        if provider_id:
+            seen.add(provider_id)
+        fresh.append(index)
+    created = dict(zip(fresh, _inbound_new_store(inbox, [inbounds[i] for i in fresh]), strict=True))
+    stored.update(
+        {
+            result.message.provider_message_id: result.message
+            for result in created.values()
+            if result.message.provider_message_id
+        }
+    )
+    return [
+        created.get(index) or InboundResult(stored[str(inbound.provider_message_id)], created=False)
+        for index, inbound in enumerate(inbounds)
+    ]
 
 
 def _inbound_redaction(inbound: InboundMessage) -> dlp.Redaction:
@@ -464,48 +534,113 @@ def _inbound_announce(inbound: InboundMessage, message: Message, *, created_conv
     )
 
 
-def _inbound_store(inbound: InboundMessage, redaction: dlp.Redaction) -> InboundResult:
-    with transaction.atomic():
-        contact = inbound.contact or contact_for_handle(
-            channel_kind=inbound.channel_kind, handle=inbound.handle, name=inbound.sender_name
-        )
-        conversation = None
-        if inbound.conversation_id is not None:
-            conversation = Conversation.objects.filter(
-                pk=inbound.conversation_id, inbox=inbound.inbox
-            ).first()
+def _inbound_contacts(inbounds: Sequence[InboundMessage]) -> list[Contact]:
+    """Each message's contact: the one the channel resolved, else its handle's (in bulk)."""
+    wanted: dict[str, dict[str, str]] = {}
+    for inbound in inbounds:
+        if inbound.contact is None:
+            wanted.setdefault(inbound.channel_kind, {}).setdefault(inbound.handle, inbound.sender_name)
+    found = {
+        (kind, handle): contact
+        for kind, names in wanted.items()
+        for handle, contact in contacts_for_handles(channel_kind=kind, names=names).items()
+    }
+    return [
+        inbound.contact if inbound.contact is not None else found[(inbound.channel_kind, inbound.handle)]
+        for inbound in inbounds
+    ]
+
+
+def _inbound_threads(
+    inbox: Inbox,
+    inbounds: Sequence[InboundMessage],
+    contacts: list[Contact],
+    redactions: list[dlp.Redaction],
+    now: datetime,
+) -> list[tuple[Conversation, bool]]:
+    """Each message's conversation, and whether the message opened it: the one the channel
+    named (email threading), else the contact's most recently active unresolved one (chat),
+    else a new one. The new ones are created, the others woken: the customer's answer wakes
+    a parked or resolved conversation."""
+    named_ids = {inbound.conversation_id for inbound in inbounds if inbound.conversation_id is not None}
+    named = {c.pk: c for c in Conversation.objects.filter(pk__in=named_ids, inbox=inbox)} if named_ids else {}
+    continuing = {
+        contact.pk
+        for inbound, contact in zip(inbounds, contacts, strict=True)
+        if inbound.continue_open_conversation
+    }
+    open_of: dict[int, Conversation] = (
+        {
+            c.contact_id: c
+            for c in Conversation.objects.filter(inbox=inbox, contact_id__in=continuing)
+            .exclude(status=Status.RESOLVED)
+            .order_by("contact_id", "-last_activity_at")
+            .distinct("contact_id")
+        }
+        if continuing
+        else {}
+    )
+    threads: list[tuple[Conversation, bool]] = []
+    new: list[Conversation] = []
+    woken: set[int] = set()
+    for inbound, contact, redaction in zip(inbounds, contacts, redactions, strict=True):
+        conversation = named.get(inbound.conversation_id) if inbound.conversation_id is not None else None
         if conversation is None and inbound.continue_open_conversation:
-            conversation = (
-                Conversation.objects.filter(inbox=inbound.inbox, contact=contact)
-                .exclude(status=Status.RESOLVED)
-                .order_by("-last_activity_at")
-                .first()
-            )
-        now = timezone.now()
+            conversation = open_of.get(contact.pk)
         if conversation is None:
-            conversation = Conversation.objects.create(
-                inbox=inbound.inbox, contact=contact, subject=redaction.subject[:300], last_activity_at=now
+            conversation = Conversation(
+                inbox=inbox, contact=contact, subject=redaction.subject[:300], last_activity_at=now
             )
-            created_conversation = True
-        else:
-            created_conversation = False
-            # The customer's answer wakes a parked or resolved conversation.
-            Conversation.objects.filter(pk=conversation.pk).update(
-                last_activity_at=now, status=Status.OPEN, snoozed_until=None
-            )
-        message = Message.objects.create(
-            conversation=conversation,
-            inbox=inbound.inbox,
-            direction=Message.Direction.INBOUND,
-            sender_name=inbound.sender_name[:200],
-            text=redaction.text,
-            html=redaction.html,
-            provider_message_id=inbound.provider_message_id,
-            delivery_status=Message.DeliveryStatus.RECEIVED,
+            new.append(conversation)
+            if inbound.continue_open_conversation:
+                open_of[contact.pk] = conversation
+            threads.append((conversation, True))
+            continue
+        if conversation.pk is not None:
+            woken.add(conversation.pk)
+        threads.append((conversation, False))
+    if new:
+        Conversation.objects.bulk_create(new)
+    if woken:
+        Conversation.objects.filter(pk__in=woken).update(
+            last_activity_at=now, status=Status.OPEN, snoozed_until=None
         )
-        dlp.inbound_findings_record(redaction, message=message)
-        _inbound_announce(inbound, message, created_conversation=created_conversation)
-    return InboundResult(message, created=True, thread=KnownThread(conversation.contact_id, conversation.pk))
+    return threads
+
+
+def _inbound_new_store(inbox: Inbox, inbounds: Sequence[InboundMessage]) -> list[InboundResult]:
+    """Store messages whose provider ids are not stored yet (see `inbound_messages_record`)."""
+    if not inbounds:
+        return []
+    # Every channel's messages are stored through here, so redaction at ingest covers them all.
+    redactions = dlp.inbound_redactions(
+        inbox=inbox, parts=[(inbound.text, inbound.html, inbound.subject) for inbound in inbounds]
+    )
+    with transaction.atomic():
+        contacts = _inbound_contacts(inbounds)
+        threads = _inbound_threads(inbox, inbounds, contacts, redactions, timezone.now())
+        messages = Message.objects.bulk_create(
+            Message(
+                conversation=conversation,
+                inbox=inbox,
+                direction=Message.Direction.INBOUND,
+                sender_name=inbound.sender_name[:200],
+                text=redaction.text,
+                html=redaction.html,
+                provider_message_id=inbound.provider_message_id,
+                delivery_status=Message.DeliveryStatus.RECEIVED,
+            )
+            for inbound, redaction, (conversation, _) in zip(inbounds, redactions, threads, strict=True)
+        )
+        for inbound, redaction, message, (_, opened) in zip(
+            inbounds, redactions, messages, threads, strict=True
+        ):
+            dlp.inbound_findings_record(redaction, message=message)
+            _inbound_announce(inbound, message, created_conversation=opened)
+    return [
+        InboundResult(message, created=True, thread=KnownThread(conversation.contact_id, conversation.pk))
+        for message, (conversation, _) in zip(messages, threads, strict=True)
+    ]
 
 
 def _thread_continue(
