@@ -7,9 +7,10 @@ from datetime import datetime
 from typing import TypeVar
 
 from django.db.models import Q
+from django.db.models.expressions import RawSQL
 
 from channels_app.webhooks.models import InboundEvent, SocialChannel
-from inbox.models import ChannelKind, ContactIdentity, Conversation
+from inbox.models import ChannelKind, ContactIdentity, Conversation, Inbox
 
 ChannelT = TypeVar("ChannelT", bound=SocialChannel)
 # Ids come from URLs: past PostgreSQL's bigint they would be a database error, not a miss.
@@ -26,12 +27,37 @@ def handle_kind(inbox_kind: str) -> str:
 def channel_enabled(model: type[ChannelT], channel_id: int) -> ChannelT | None:
     """The channel with its inbox, if it exists, is enabled and still feeds an inbox of its
     kind."""
+    found = channel_enabled_with_fingerprint(model, channel_id)
+    return found[0] if found is not None else None
+
+
+def channel_fingerprint_sql(model: type[SocialChannel]) -> str:
+    """SQL for a digest of everything a delivery's check reads of a channel: its shared row
+    (enabled, verification mode, inbox), its provider's row (the secrets, as stored) and its
+    inbox's kind. The same expression in the statement that stores a delivery proves the
+    channel is still the one the delivery was checked against (see services.delivery_accept)."""
+    inbox = Inbox._meta.db_table
+    return (
+        f'md5(ROW("{SocialChannel._meta.db_table}".*, "{model._meta.db_table}".*, '
+        f'"{inbox}"."channel_kind")::text)'
+    )
+
+
+def channel_enabled_with_fingerprint(model: type[ChannelT], channel_id: int) -> tuple[ChannelT, str] | None:
+    """`channel_enabled`, with the channel's fingerprint read in the same statement (one
+    snapshot: a change between the two cannot pass for the state that was checked)."""
     if not 0 < channel_id <= MAX_ID:
         return None
-    channel = model.objects.select_related("inbox").filter(pk=channel_id, enabled=True).order_by().first()
+    channel = (
+        model.objects.select_related("inbox")
+        .annotate(fingerprint=RawSQL(channel_fingerprint_sql(model), ()))  # noqa: S611  # table names only
+        .filter(pk=channel_id, enabled=True)
+        .order_by()
+        .first()
+    )
     if channel is None or channel.inbox.channel_kind not in channel.allowed_inbox_kinds():
         return None
-    return channel
+    return channel, str(channel.fingerprint)
 
 
 def channel_provider(channel_id: int) -> str | None:

@@ -27,8 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import NoReturn
 
 from django.conf import settings
-from django.core.cache import BaseCache, caches
-from django.db import DataError, IntegrityError, InterfaceError, OperationalError, transaction
+from django.db import DataError, IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F
 from django.http import HttpRequest
 from django.utils import timezone
@@ -52,11 +51,12 @@ from channels_app.webhooks.items import (
 )
 from channels_app.webhooks.models import InboundEvent, SocialChannel, VerificationMode
 from channels_app.webhooks.registry import PROVIDERS
+from config.redis import cache_shared
 from inbox import dlp
-from inbox.models import Attachment, ChannelKind, Message
+from inbox.models import Attachment, ChannelKind, Inbox, Message
 from inbox.services import (
     InboundMessage,
-    inbound_message_record,
+    inbound_messages_record,
     message_delivery_announce,
     message_delivery_set,
 )
@@ -162,24 +162,66 @@ def _verdict(channel: SocialChannel, problem: str | None, request: HttpRequest) 
 
 
 def delivery_store(
-    channel: SocialChannel, endpoint: str, delivery: Delivery, body: bytes, verified: bool, note: str = ""
-) -> bool:
+    channel: SocialChannel,
+    endpoint: str,
+    delivery: Delivery,
+    body: bytes,
+    verified: bool,
+    note: str = "",
+    *,
+    fingerprint: str | None = None,
+) -> bool | None:
     """Store a proven delivery once, keyed by the provider's ids, and queue its processing;
-    False for a replay of one already stored (answered like the first)."""
-    try:
-        with transaction.atomic():
-            InboundEvent.objects.create(
-                channel=channel,
-                endpoint=endpoint,
-                event_key=delivery.event_key(body),
-                body=body,
-                verified=verified,
-                verification_note=note[:200],
+    False for a replay of one already stored (answered like the first). With a fingerprint
+    (selectors.channel_fingerprint_sql), stored only while the channel is still enabled and
+    as it was when the delivery was checked: None when it is not (nothing stored).
+
+    One statement (committed by itself in autocommit: no transaction round trips), which is
+    the whole database cost of a delivery whose channel this process knows."""
+    model = PROVIDERS[channel.provider].model
+    social, event = SocialChannel._meta.db_table, InboundEvent._meta.db_table
+    sql = f"""
+        WITH channel AS (
+            SELECT "{social}".id FROM "{social}"
+            JOIN "{model._meta.db_table}" ON "{model._meta.db_table}".socialchannel_ptr_id = "{social}".id
+            JOIN "{Inbox._meta.db_table}" ON "{Inbox._meta.db_table}".id = "{social}".inbox_id
+            WHERE "{social}".id = %(channel_id)s
+                AND (%(fingerprint)s::text IS NULL
+                    OR ("{social}".enabled AND {selectors.channel_fingerprint_sql(model)} = %(fingerprint)s))
+        ), stored AS (
+            INSERT INTO "{event}" (
+                channel_id, endpoint, event_key, body, verified, verification_note, status, reason,
+                attempts, next_attempt_at, received_at, processed_at
             )
-            transaction.on_commit(lambda: process_later(channel.pk))
-    except IntegrityError:
-        return False
-    return True
+            SELECT id, %(endpoint)s, %(event_key)s, %(body)s, %(verified)s, %(note)s, %(received)s, '',
+                0, NULL, %(now)s, NULL
+            FROM channel
+            ON CONFLICT (channel_id, event_key) DO NOTHING
+            RETURNING id
+        )
+        SELECT (SELECT count(*) FROM channel), (SELECT count(*) FROM stored)
+    """  # noqa: S608  # only table names are interpolated, from the models; values are parameters
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            {
+                "channel_id": channel.pk,
+                "fingerprint": fingerprint,
+                "endpoint": endpoint,
+                "event_key": delivery.event_key(body),
+                "body": body,
+                "verified": verified,
+                "note": note[:200],
+                "received": EventStatus.RECEIVED,
+                "now": timezone.now(),
+            },
+        )
+        found, stored = cursor.fetchone()
+    if not found:
+        return None
+    if stored:
+        transaction.on_commit(lambda: process_later(channel.pk))
+    return bool(stored)
 
 
 def subscription_verify(
@@ -194,17 +236,56 @@ def subscription_verify(
     return challenge
 
 
+# Channels as this process's intake last read them, with their fingerprints, so that a
+# delivery costs one statement: the store re-checks the fingerprint, and a channel changed
+# since (disabled, secret rotated, mode switched) is read again before anything is stored.
+# Only enabled channels are kept; the bound stops nothing but a runaway.
+_INTAKE_CHANNELS_MAX = 10_000
+_intake_channels: dict[tuple[str, int], tuple[SocialChannel, str]] = {}
+
+
+def _intake_channel(
+    provider: WebhookProvider, channel_id: int, *, fresh: bool
+) -> tuple[SocialChannel, str] | None:
+    key = (provider.name, channel_id)
+    known = None if fresh else _intake_channels.get(key)
+    if known is not None:
+        return known
+    _intake_channels.pop(key, None)
+    found = selectors.channel_enabled_with_fingerprint(provider.model, channel_id)
+    if found is not None:
+        if len(_intake_channels) >= _INTAKE_CHANNELS_MAX:
+            _intake_channels.clear()
+        _intake_channels[key] = found
+    return found
+
+
 def delivery_accept(
     *, provider: WebhookProvider, channel_id: int, hook: HookRequest, request: HttpRequest
 ) -> Answer:
     """Prove a delivery's origin (Refused, 403), read it far enough to key it (Malformed,
-    400), store it once, and return what the provider is answered."""
-    channel = _channel_or_refuse(provider, channel_id, request)
-    problem = provider.verify(channel, hook)
-    verified = _verdict(channel, problem, request)
-    delivery = provider.read(hook)
-    delivery_store(channel, hook.endpoint, delivery, hook.body, verified, problem or "")
-    return provider.answer(channel, hook, delivery)
+    400), store it once, and return what the provider is answered.
+
+    Checked first against the channel as this process knows it; a failed check, or a
+    channel changed since (the store finds another fingerprint), is done again on the
+    channel read afresh. Nothing is refused, accepted or stored on a stale copy."""
+    for fresh in (False, True):
+        found = _intake_channel(provider, channel_id, fresh=fresh)
+        if found is None:
+            _refuse(request, channel_id, provider.name, "no such enabled channel")
+        channel, fingerprint = found
+        problem = provider.verify(channel, hook)
+        if problem is not None and not fresh:
+            continue
+        verified = _verdict(channel, problem, request)
+        delivery = provider.read(hook)
+        stored = delivery_store(
+            channel, hook.endpoint, delivery, hook.body, verified, problem or "", fingerprint=fingerprint
+        )
+        if stored is not None:
+            return provider.answer(channel, hook, delivery)
+    # Changed again between its fresh read and the store: the provider delivers it again.
+    _refuse(request, channel_id, provider.name, "the channel changed while the delivery was checked")
 
 
 # --- Processing -------------------------------------------------------------------------
@@ -244,26 +325,19 @@ def _drain_key(channel_id: int) -> str:
     return f"channels_app:drain-queued:{channel_id}"
 
 
-@functools.cache
-def _flags() -> BaseCache:
-    """One cache client for the process. Django's cache handles are per thread, and under
-    ASGI each request runs in a thread of its own: each delivery would open a connection."""
-    return caches.create_connection("default")
-
-
 def process_later(channel_id: int) -> None:
     """Queue a drain of the channel's events, unless one is already queued: under load one
     task then takes many events, instead of one task per delivery."""
     from channels_app.webhooks import tasks as social_tasks
 
-    if _flags().add(_drain_key(channel_id), 1, timeout=DRAIN_KEY_SECONDS):
+    if cache_shared().add(_drain_key(channel_id), 1, timeout=DRAIN_KEY_SECONDS):
         social_tasks.social_events_drain.delay(channel_id)
 
 
 def inbound_events_drain_started(*, channel_id: int) -> None:
     """A drain task is starting: deliveries stored from now on queue another one. Called
     before the drain looks for events, so none committed in between is missed."""
-    _flags().delete(_drain_key(channel_id))
+    cache_shared().delete(_drain_key(channel_id))
 
 
 def inbound_events_drain(*, channel_id: int, now: datetime | None = None) -> DrainResult:
@@ -311,9 +385,11 @@ def inbound_events_drain(*, channel_id: int, now: datetime | None = None) -> Dra
             ).values_list("pk", flat=True)
         )
         outcomes: dict[tuple[str, str], list[int]] = {}
-        for ready in prepared:
-            if ready.event.pk in still_received:
-                _apply_event(provider, channel, ready, result, now, outcomes)
+        for run in _runs([ready for ready in prepared if ready.event.pk in still_received]):
+            if len(run) == 1 and not _plain(run[0]):
+                _apply_event(provider, channel, run[0], result, now, outcomes)
+            else:
+                _apply_run(provider, channel, run, result, now, outcomes)
         # One UPDATE per distinct outcome (nearly always one: processed, nothing to say).
         for (status, reason), event_ids in outcomes.items():
             InboundEvent.objects.filter(pk__in=event_ids).update(
@@ -351,6 +427,83 @@ def _prepare(
     return _Prepared(event=event, items=items, media=media)
 
 
+def _plain(ready: _Prepared) -> bool:
+    """An event of messages only (and items skipped): nothing in it must wait or fail alone."""
+    return all(isinstance(item, InboundText | Skipped) for item in ready.items)
+
+
+def _runs(prepared: list[_Prepared]) -> list[list[_Prepared]]:
+    """The batch cut into runs, in order: consecutive plain events together, each other
+    event alone (a status may have to wait; a call is its provider's to apply)."""
+    runs: list[list[_Prepared]] = []
+    for ready in prepared:
+        if runs and _plain(ready) and _plain(runs[-1][-1]):
+            runs[-1].append(ready)
+        else:
+            runs.append([ready])
+    return runs
+
+
+def _apply_run(
+    provider: WebhookProvider,
+    channel: SocialChannel,
+    run: list[_Prepared],
+    result: DrainResult,
+    now: datetime,
+    outcomes: dict[tuple[str, str], list[int]],
+) -> None:
+    """Apply a run of plain events together: all their messages by one batch store, under
+    one savepoint for the run. If anything in it fails, the run is rolled back whole and
+    applied event by event, each in a savepoint of its own: the bad event fails alone, with
+    its reason, and the others are stored. Nothing is lost, nothing stored twice."""
+    applied = [(ready, Processed()) for ready in run]
+    try:
+        with transaction.atomic():
+            for ready, outcome in applied:
+                outcome.skipped += [
+                    f"Skipped: {item.why}." for item in ready.items if isinstance(item, Skipped)
+                ]
+            _messages_store(
+                channel,
+                [
+                    (item, ready.media, outcome)
+                    for ready, outcome in applied
+                    for item in ready.items
+                    if isinstance(item, InboundText)
+                ],
+            )
+            for ready, outcome in applied:
+                if outcome.redacted:
+                    _event_body_scrub(provider, channel, ready.event, outcome)
+    except (OperationalError, InterfaceError):
+        raise  # the connection is gone: the whole batch is retried
+    except Exception as exc:
+        logger.warning(
+            "inbound events %s to %s: applied one by one after %s",
+            run[0].event.pk,
+            run[-1].event.pk,
+            type(exc).__name__,
+            extra={"channel_id": channel.pk},
+        )
+        for ready in run:
+            _apply_event(provider, channel, ready, result, now, outcomes)
+        return
+    for ready, outcome in applied:
+        _outcome_record(ready, outcome, result, outcomes)
+
+
+def _outcome_record(
+    ready: _Prepared, outcome: Processed, result: DrainResult, outcomes: dict[tuple[str, str], list[int]]
+) -> None:
+    """Note an applied event's outcome; the batch writes them, one UPDATE per distinct one."""
+    if outcome.handled:
+        status, reason = EventStatus.PROCESSED, "\n".join(outcome.notes + outcome.skipped)
+    else:
+        status, reason = EventStatus.IGNORED, "\n".join(outcome.skipped or ["Nothing in it to process."])
+    outcomes.setdefault((status, reason[:5000]), []).append(ready.event.pk)
+    result.processed += 1
+
+
 def _apply_event(
     provider: WebhookProvider,
     channel: SocialChannel,
@@ -367,12 +520,7 @@ def _apply_event(
                 _apply(provider, channel, item, ready.media, outcome, attempt=ready.event.attempts)
             if outcome.redacted:
                 _event_body_scrub(provider, channel, ready.event, outcome)
-        if outcome.handled:
-            status, reason = EventStatus.PROCESSED, "\n".join(outcome.notes + outcome.skipped)
-        else:
-            status, reason = EventStatus.IGNORED, "\n".join(outcome.skipped or ["Nothing in it to process."])
-        outcomes.setdefault((status, reason[:5000]), []).append(ready.event.pk)
-        result.processed += 1
+        _outcome_record(ready, outcome, result, outcomes)
     except NotYet as exc:
         _retry_later(ready.event, str(exc), result, now)
     except (OperationalError, InterfaceError):
@@ -470,8 +618,7 @@ def _apply(
     if isinstance(item, Skipped):
         outcome.skipped.append(f"Skipped: {item.why}.")
     elif isinstance(item, InboundText):
-        _message_store(channel, item, media, outcome)
-        outcome.handled += 1
+        _messages_store(channel, [(item, media, outcome)])
     elif isinstance(item, StatusChange):
         if _status_apply(channel, item):
             outcome.handled += 1
@@ -489,37 +636,56 @@ def _apply(
         outcome.handled += 1
 
 
-def _message_store(
-    channel: SocialChannel, item: InboundText, media: dict[str, FetchedMedia], outcome: Processed
-) -> None:
+@dataclass(frozen=True)
+class _Built:
+    inbound: InboundMessage
+    attachments: list[Attachment]
+    notes: list[str]
+
+
+def _inbound_build(channel: SocialChannel, item: InboundText, media: dict[str, FetchedMedia]) -> _Built:
+    """A message as the inbox stores it: its text with a note for each file not kept, and
+    its attachments (unsaved; their bytes are stored by digest)."""
     fetched = [(ref, media[ref.ref]) for ref in item.media if ref.ref in media]
     notes = [f.note for _, f in fetched if f.note]
-    stored = [(ref, f.content) for ref, f in fetched if f.content is not None]
     attachments = []
-    for ref, content in stored:
+    for ref, content in [(ref, f.content) for ref, f in fetched if f.content is not None]:
         attachment = attachment_build(ref.filename, content)
         if attachment is None:
             notes.append(f"A {sniff(content)[0]} file was not kept: that type is not accepted.")
         else:
             attachments.append(attachment)
     text = "\n\n".join(filter(None, [item.text, *(f"[{note}]" for note in notes)]))
-    recorded = inbound_message_record(
-        InboundMessage(
-            inbox=channel.inbox,
-            channel_kind=ChannelKind(selectors.handle_kind(channel.inbox.channel_kind)),
-            handle=item.handle,
-            sender_name=item.sender_name,
-            text=text,
-            provider_message_id=item.provider_message_id,
-        )
+    inbound = InboundMessage(
+        inbox=channel.inbox,
+        channel_kind=ChannelKind(selectors.handle_kind(channel.inbox.channel_kind)),
+        handle=item.handle,
+        sender_name=item.sender_name,
+        text=text,
+        provider_message_id=item.provider_message_id,
     )
-    if recorded.created and attachments:
-        for attachment in attachments:
-            attachment.message = recorded.message
+    return _Built(inbound, attachments, notes)
+
+
+def _messages_store(
+    channel: SocialChannel, texts: list[tuple[InboundText, dict[str, FetchedMedia], Processed]]
+) -> None:
+    """Store messages of the channel's events, in order, by one batch store; each one's
+    attachments and notes go with it, to its event's outcome."""
+    built = [_inbound_build(channel, item, media) for item, media, _ in texts]
+    recorded = inbound_messages_record([each.inbound for each in built])
+    attachments = []
+    for (_, _, outcome), each, stored in zip(texts, built, recorded, strict=True):
+        if stored.created:
+            for attachment in each.attachments:
+                attachment.message = stored.message
+            attachments += each.attachments
+        outcome.handled += 1
+        outcome.notes += each.notes
+        # Stored otherwise than it came: redacted at ingest (a replay finds the redacted one).
+        outcome.redacted |= stored.message.text != each.inbound.text
+    if attachments:
         Attachment.objects.bulk_create(attachments)
-    outcome.notes += notes
-    # Stored otherwise than it came: redacted at ingest (a replay finds the redacted one).
-    outcome.redacted |= recorded.message.text != text
 
 
 # A status only moves forward; "failed" yields to a later delivery report (a customer
