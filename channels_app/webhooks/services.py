@@ -115,10 +115,14 @@ def delivery_type_refused(*, request: HttpRequest, channel_id: int, provider: st
     )
 
 
+def _no_channel(request: HttpRequest, channel_id: int, provider: WebhookProvider) -> NoReturn:
+    _refuse(request, channel_id, provider.name, "no such enabled channel")
+
+
 def _channel_or_refuse(provider: WebhookProvider, channel_id: int, request: HttpRequest) -> SocialChannel:
     channel = selectors.channel_enabled(provider.model, channel_id)
     if channel is None:
-        _refuse(request, channel_id, provider.name, "no such enabled channel")
+        _no_channel(request, channel_id, provider)
     return channel
 
 
@@ -272,7 +276,7 @@ def delivery_accept(
     for fresh in (False, True):
         found = _intake_channel(provider, channel_id, fresh=fresh)
         if found is None:
-            _refuse(request, channel_id, provider.name, "no such enabled channel")
+            _no_channel(request, channel_id, provider)
         channel, fingerprint = found
         problem = provider.verify(channel, hook)
         if problem is not None and not fresh:
