@@ -5,8 +5,8 @@ A client built per call owns its pool and closes it when it is collected: with r
 8 that closed connections other threads of the same process were still reading ("Bad
 file descriptor", "I/O operation on closed file", answered as HTTP 500), and every call
 paid a TCP connect. The shared client's pool is thread-safe; it is rebuilt in a forked
-child (Celery prefork), which must not use its parent's sockets, and when the URL changes
-(tests that point at a Redis of their own).
+child (Celery prefork), which must not use its parent's sockets, and when the settings
+change (tests that point at a Redis of their own), which `setting_changed` reports.
 """
 
 from __future__ import annotations
@@ -17,14 +17,17 @@ import threading
 import redis
 from django.conf import settings
 from django.core.cache import BaseCache, caches
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 _lock = threading.Lock()
-_clients: dict[tuple[int, str], redis.Redis] = {}
+# Keyed by process id: a forked child must not use its parent's sockets.
+_clients: dict[int, redis.Redis] = {}
 
 
 def redis_client() -> redis.Redis:
     """The process's client for settings.REDIS_URL (which must be set)."""
-    key = (os.getpid(), settings.REDIS_URL)
+    key = os.getpid()
     client = _clients.get(key)
     if client is None:
         with _lock:
@@ -37,7 +40,7 @@ def redis_client() -> redis.Redis:
     return client
 
 
-_caches: dict[tuple[int, str], BaseCache] = {}
+_caches: dict[int, BaseCache] = {}
 
 
 def cache_shared() -> BaseCache:
@@ -45,9 +48,8 @@ def cache_shared() -> BaseCache:
     every request. Django's `cache` is a handle per thread, and under ASGI each request
     runs in a thread of its own whose handle is closed when it ends: every request would
     connect to Redis anew, under load the largest part of a small request's time. The
-    handle's pool is thread-safe; it is rebuilt in a forked child and when the cache's
-    settings change (tests that point at a Redis of their own)."""
-    key = (os.getpid(), repr(settings.CACHES["default"]))
+    handle's pool is thread-safe; it is rebuilt as the client above is."""
+    key = os.getpid()
     handle = _caches.get(key)
     if handle is None:
         with _lock:
@@ -55,3 +57,13 @@ def cache_shared() -> BaseCache:
             if handle is None:
                 handle = _caches[key] = caches.create_connection("default")
     return handle
+
+
+@receiver(setting_changed)
+def _forget_handles(*, setting: str, **_: object) -> None:
+    # The next call builds a handle on the new settings; one still in use elsewhere keeps
+    # its own pool until it is dropped.
+    if setting == "REDIS_URL":
+        _clients.clear()
+    elif setting == "CACHES":
+        _caches.clear()
