@@ -12,7 +12,8 @@ comma := ,
 
 # Tests need real services; these are the defaults on a developer machine.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/portcullis
-TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+# The suite empties its Redis database when it starts (tests/conftest.py): one of its own.
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
 .PHONY: run test lint typecheck check clean
 
@@ -50,7 +51,8 @@ run: $(VENV)/.installed
 	$(VENV)/bin/uvicorn config.asgi:application --host $(HOST) --port $(PORT) --lifespan off
 
 test: export DATABASE_URL ?= $(TEST_DATABASE_URL)
-test: export REDIS_URL ?= $(TEST_REDIS_URL)
+# Not the REDIS_URL a shell may hold for `make run`: the suite would empty that database.
+test: export REDIS_URL := $(TEST_REDIS_URL)
 test: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

@@ -132,6 +132,19 @@ def delegate_new_inboxes() -> Iterator[Callable[[User], None]]:
         post_save.disconnect(sender=Inbox, dispatch_uid="delegate_new_inboxes")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def redis_emptied() -> None:
+    """The suite starts on an empty Redis database. Its keys are by user id (step-up
+    markers, per-minute counters, baselines, presence), and a new test database counts ids
+    from 1 again: a marker an earlier run left for user 42 would ask this run's user 42 for
+    a second factor."""
+    import redis
+    from django.conf import settings
+
+    if settings.REDIS_URL:
+        redis.Redis.from_url(settings.REDIS_URL).flushdb()
+
+
 @pytest.fixture(autouse=True)
 def no_policy_rules_cached() -> None:
     """Each test starts with no policy rules, as its database does: a rule compiled in an
