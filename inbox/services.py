@@ -12,6 +12,8 @@ from auditlog.models import LogEntry
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Window
+from django.db.models.functions import RowNumber
 from django.http import Http404
 from django.utils import timezone
 
@@ -384,6 +386,15 @@ class InboundMessage:
     # Where this sender's last message went, as the channel held it: the message joins
     # that conversation in one statement when it is still open (see `_thread_continue`).
     known_thread: KnownThread | None = None
+    # The provider ids of the messages this one answers, the most telling first (email:
+    # In-Reply-To, then References). It joins the conversation of the first one stored
+    # (in the inbox, or earlier in the batch) whose contact is its sender's: an id is no
+    # secret, so naming one threads nobody into someone else's conversation.
+    references: tuple[str, ...] = ()
+    # Threading by subject (email): with no reference found, the message joins its
+    # contact's most recently active unresolved conversation, of the last few, whose
+    # subject has the same key. None: subjects do not thread.
+    subject_key: Callable[[str], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -392,6 +403,9 @@ class InboundResult:
     created: bool
     # Where a stored message went, for a channel to hold (None for a duplicate).
     thread: KnownThread | None = None
+    # The conversation its references pointed to, not joined: its sender is not that
+    # conversation's contact (it started one of its own).
+    refused_conversation_id: int | None = None
 
 
 def contact_for_handle(*, channel_kind: str, handle: str, name: str = "") -> Contact:
@@ -551,54 +565,124 @@ def _inbound_contacts(inbounds: Sequence[InboundMessage]) -> list[Contact]:
     ]
 
 
+# How many of a contact's unresolved conversations a message may continue by subject.
+SUBJECT_THREAD_CANDIDATES = 20
+
+
+@dataclass(frozen=True)
+class _Thread:
+    conversation: Conversation
+    # The message opened it.
+    opened: bool
+    # Where its references pointed, not joined (see `InboundResult.refused_conversation_id`).
+    refused: Conversation | None = None
+
+
+def _referenced_conversations(inbox: Inbox, inbounds: Sequence[InboundMessage]) -> dict[str, Conversation]:
+    """The conversation of each stored message the batch's references name, by provider id:
+    one query for the batch."""
+    references = {reference for inbound in inbounds for reference in inbound.references}
+    if not references:
+        return {}
+    return {
+        conversation.referenced_id: conversation
+        for conversation in Conversation.objects.filter(
+            inbox=inbox, messages__provider_message_id__in=references
+        ).annotate(referenced_id=F("messages__provider_message_id"))
+    }
+
+
+def _recent_conversations(
+    inbox: Inbox, inbounds: Sequence[InboundMessage], contacts: list[Contact]
+) -> dict[int, list[Conversation]]:
+    """The unresolved conversations a message may continue, by contact, most recently active
+    first: one query for the batch, however many contacts."""
+    wanted = {
+        contact.pk
+        for inbound, contact in zip(inbounds, contacts, strict=True)
+        if inbound.continue_open_conversation or inbound.subject_key is not None
+    }
+    if not wanted:
+        return {}
+    recent: dict[int, list[Conversation]] = {}
+    for conversation in (
+        Conversation.objects.filter(inbox=inbox, contact_id__in=wanted)
+        .exclude(status=Status.RESOLVED)
+        .annotate(
+            recency=Window(RowNumber(), partition_by=F("contact_id"), order_by=F("last_activity_at").desc())
+        )
+        .filter(recency__lte=SUBJECT_THREAD_CANDIDATES)
+        .order_by("contact_id", "recency")
+    ):
+        recent.setdefault(conversation.contact_id, []).append(conversation)
+    return recent
+
+
+def _thread_pick(
+    inbound: InboundMessage,
+    contact: Contact,
+    named: Mapping[int, Conversation],
+    referenced: Mapping[str, Conversation],
+    recent: Mapping[int, list[Conversation]],
+) -> tuple[Conversation | None, Conversation | None]:
+    """The conversation the message joins (None: it opens one), and the one its references
+    pointed to that it may not join."""
+    if inbound.conversation_id is not None and inbound.conversation_id in named:
+        return named[inbound.conversation_id], None
+    pointed = [referenced[reference] for reference in inbound.references if reference in referenced]
+    own = next((conversation for conversation in pointed if conversation.contact_id == contact.pk), None)
+    if own is not None:
+        return own, None
+    if pointed:
+        return None, pointed[0]
+    candidates = recent.get(contact.pk, [])
+    if inbound.continue_open_conversation:
+        return (candidates[0] if candidates else None), None
+    subject_key = inbound.subject_key
+    key = subject_key(inbound.subject) if subject_key is not None else ""
+    if subject_key is None or not key:
+        return None, None
+    return next((c for c in candidates if subject_key(c.subject) == key), None), None
+
+
 def _inbound_threads(
     inbox: Inbox,
     inbounds: Sequence[InboundMessage],
     contacts: list[Contact],
     redactions: list[dlp.Redaction],
     now: datetime,
-) -> list[tuple[Conversation, bool]]:
-    """Each message's conversation, and whether the message opened it: the one the channel
-    named (email threading), else the contact's most recently active unresolved one (chat),
-    else a new one. The new ones are created, the others woken: the customer's answer wakes
-    a parked or resolved conversation."""
+) -> list[_Thread]:
+    """Each message's conversation: the one the channel named, else the one its references
+    lead to, else the contact's most recently active unresolved one (chat) or the one of
+    those on its subject (email), else a new one. The batch's earlier messages count as
+    stored: a reply joins the conversation its parent opened a moment before, as it would
+    one stored by an earlier batch. The new ones are created, the others woken: the
+    customer's answer wakes a parked or resolved conversation."""
     named_ids = {inbound.conversation_id for inbound in inbounds if inbound.conversation_id is not None}
     named = {c.pk: c for c in Conversation.objects.filter(pk__in=named_ids, inbox=inbox)} if named_ids else {}
-    continuing = {
-        contact.pk
-        for inbound, contact in zip(inbounds, contacts, strict=True)
-        if inbound.continue_open_conversation
-    }
-    open_of: dict[int, Conversation] = (
-        {
-            c.contact_id: c
-            for c in Conversation.objects.filter(inbox=inbox, contact_id__in=continuing)
-            .exclude(status=Status.RESOLVED)
-            .order_by("contact_id", "-last_activity_at")
-            .distinct("contact_id")
-        }
-        if continuing
-        else {}
-    )
-    threads: list[tuple[Conversation, bool]] = []
+    referenced = _referenced_conversations(inbox, inbounds)
+    recent = _recent_conversations(inbox, inbounds, contacts)
+    threads: list[_Thread] = []
     new: list[Conversation] = []
     woken: set[int] = set()
     for inbound, contact, redaction in zip(inbounds, contacts, redactions, strict=True):
-        conversation = named.get(inbound.conversation_id) if inbound.conversation_id is not None else None
-        if conversation is None and inbound.continue_open_conversation:
-            conversation = open_of.get(contact.pk)
+        conversation, refused = _thread_pick(inbound, contact, named, referenced, recent)
+        opened = conversation is None
         if conversation is None:
             conversation = Conversation(
                 inbox=inbox, contact=contact, subject=redaction.subject[:300], last_activity_at=now
             )
             new.append(conversation)
-            if inbound.continue_open_conversation:
-                open_of[contact.pk] = conversation
-            threads.append((conversation, True))
-            continue
-        if conversation.pk is not None:
+        elif conversation.pk is not None:
             woken.add(conversation.pk)
-        threads.append((conversation, False))
+        threads.append(_Thread(conversation, opened=opened, refused=refused))
+        # What the next messages of the batch see, as if this one were stored already.
+        if inbound.provider_message_id:
+            referenced[inbound.provider_message_id] = conversation
+        touched = recent.setdefault(conversation.contact_id, [])
+        if conversation in touched:
+            touched.remove(conversation)
+        touched.insert(0, conversation)
     if new:
         Conversation.objects.bulk_create(new)
     if woken:
@@ -621,7 +705,7 @@ def _inbound_new_store(inbox: Inbox, inbounds: Sequence[InboundMessage]) -> list
         threads = _inbound_threads(inbox, inbounds, contacts, redactions, timezone.now())
         messages = Message.objects.bulk_create(
             Message(
-                conversation=conversation,
+                conversation=thread.conversation,
                 inbox=inbox,
                 direction=Message.Direction.INBOUND,
                 sender_name=inbound.sender_name[:200],
@@ -630,16 +714,19 @@ def _inbound_new_store(inbox: Inbox, inbounds: Sequence[InboundMessage]) -> list
                 provider_message_id=inbound.provider_message_id,
                 delivery_status=Message.DeliveryStatus.RECEIVED,
             )
-            for inbound, redaction, (conversation, _) in zip(inbounds, redactions, threads, strict=True)
+            for inbound, redaction, thread in zip(inbounds, redactions, threads, strict=True)
         )
-        for inbound, redaction, message, (_, opened) in zip(
-            inbounds, redactions, messages, threads, strict=True
-        ):
+        for inbound, redaction, message, thread in zip(inbounds, redactions, messages, threads, strict=True):
             dlp.inbound_findings_record(redaction, message=message)
-            _inbound_announce(inbound, message, created_conversation=opened)
+            _inbound_announce(inbound, message, created_conversation=thread.opened)
     return [
-        InboundResult(message, created=True, thread=KnownThread(conversation.contact_id, conversation.pk))
-        for message, (conversation, _) in zip(messages, threads, strict=True)
+        InboundResult(
+            message,
+            created=True,
+            thread=KnownThread(thread.conversation.contact_id, thread.conversation.pk),
+            refused_conversation_id=thread.refused.pk if thread.refused is not None else None,
+        )
+        for message, thread in zip(messages, threads, strict=True)
     ]
 
 

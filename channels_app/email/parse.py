@@ -9,6 +9,7 @@ Unparseable. Either way the caller keeps the raw bytes.
 from __future__ import annotations
 
 import codecs
+import functools
 import hashlib
 import html as html_lib
 import re
@@ -16,7 +17,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from email import errors, policy
 from email.header import decode_header, make_header
-from email.headerregistry import AddressHeader, HeaderRegistry
+from email.headerregistry import AddressHeader, BaseHeader, HeaderRegistry
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.utils import getaddresses
@@ -49,8 +50,30 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SUBJECT_PREFIX = re.compile(r"^\s*((re|fwd?|aw|wg|sv|vs|tr)(\[\d+\])?\s*:\s*|\[[^\]]{1,40}\]\s*)+", re.I)
 _ADDRESS = re.compile(r"^[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+$")
 _EMBEDDED_ADDRESS = re.compile(r"[^@\s<>()\[\],;:\"']+@[^@\s<>()\[\],;:\"']+")
-_parser = BytesParser(policy=policy.default)
 _address_registry = HeaderRegistry()
+# Longer header values are parsed afresh each time rather than held in the cache.
+MAX_CACHED_HEADER = 1_000
+
+
+@functools.lru_cache(maxsize=4096)
+def _header_cached(name: str, value: str) -> BaseHeader:
+    return _address_registry(name, value)
+
+
+class _CachingHeaderRegistry(HeaderRegistry):
+    """The standard registry, remembering the headers it parsed. Under policy.default the
+    email package parses a header again at every look at it (a part's Content-Type some
+    ten times a message, each through a class built afresh), which was most of the cost of
+    reading a mail. A header's parse depends on its name and value alone and the result is
+    immutable, so one parse serves every look, in every message."""
+
+    def __call__(self, name: str, value: str) -> BaseHeader:
+        if len(value) > MAX_CACHED_HEADER:
+            return super().__call__(name, value)
+        return _header_cached(name, value)
+
+
+_parser = BytesParser(policy=policy.default.clone(header_factory=_CachingHeaderRegistry()))
 
 
 class Unparseable(ValueError):

@@ -1,4 +1,4 @@
-"""Reads for the email channel: which channels are due, how a message threads, whom to answer."""
+"""Reads for the email channel: which channels are due, which mail is stored, whom to answer."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 from django.db.models import DurationField, ExpressionWrapper, F, Q
 
 from channels_app.email.models import EmailChannel, InboundEmail
-from channels_app.email.parse import PSEUDO_ID_PREFIX, subject_key
-from inbox.models import ChannelKind, Contact, ContactIdentity, Conversation, Inbox, Message
+from channels_app.email.parse import PSEUDO_ID_PREFIX
+from inbox.models import ChannelKind, ContactIdentity, Inbox, Message
 
 MAX_REFERENCES_OUT = 20
 
@@ -68,58 +68,12 @@ def inbound_emails_unmarked(channel: EmailChannel, uidvalidity: int, limit: int)
     return [(pk, uid) for pk, uid in rows if uid is not None]
 
 
-def email_contacts_known(addresses: list[str]) -> dict[str, Contact]:
-    """The contacts already holding these email addresses, by address."""
-    identities = ContactIdentity.objects.select_related("contact").filter(
-        channel_kind=ChannelKind.EMAIL, handle__in=addresses
-    )
-    return {identity.handle: identity.contact for identity in identities}
-
-
-@dataclass(frozen=True)
-class EmailThread:
-    # The conversation the email continues; None: it starts one.
-    conversation_id: int | None
-    # The conversation its references point to, not joined: the sender is not its contact.
-    refused_conversation_id: int | None = None
-
-
-def email_thread(*, inbox: Inbox, references: list[str], contact: Contact, subject: str) -> EmailThread:
-    """The conversation an email continues: by its references first, else by subject, but
-    only among the sender's own conversations.
-
-    Message-IDs are no secret (every recipient of a thread has them), so a reference
-    proves nothing about the sender: an email joins the conversation it references only
-    when its sender is that conversation's contact. A shared subject proves even less, so
-    it is looked up among the same contact's open conversations only.
-    """
-    if references:
-        found = {
-            provider_id: (conversation_id, contact_id)
-            for provider_id, conversation_id, contact_id in Message.objects.filter(
-                inbox=inbox, provider_message_id__in=references
-            ).values_list("provider_message_id", "conversation_id", "conversation__contact_id")
-        }
-        referenced = [found[reference] for reference in references if reference in found]
-        own = next((pk for pk, contact_id in referenced if contact_id == contact.pk), None)
-        if own is not None:
-            return EmailThread(own)
-        if referenced:
-            return EmailThread(None, refused_conversation_id=referenced[0][0])
-    key = subject_key(subject)
-    if not key:
-        return EmailThread(None)
-    candidates = (
-        Conversation.objects.filter(inbox=inbox, contact=contact)
-        .exclude(status=Conversation.Status.RESOLVED)
-        .order_by("-last_activity_at")
-        .values_list("pk", "subject")[:20]
-    )
-    return EmailThread(next((pk for pk, other in candidates if subject_key(other) == key), None))
-
-
-def email_message_id_taken(*, inbox: Inbox, message_id: str) -> bool:
-    return Message.objects.filter(inbox=inbox, provider_message_id=message_id).exists()
+def email_message_ids_taken(*, inbox: Inbox, message_ids: list[str]) -> set[str]:
+    """Which of these Message-IDs a stored message of the inbox holds already."""
+    if not message_ids:
+        return set()
+    taken = Message.objects.filter(inbox=inbox, provider_message_id__in=message_ids)
+    return {message_id for message_id in taken.values_list("provider_message_id", flat=True) if message_id}
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, DataError, IntegrityError, transaction
+from django.db import DatabaseError, DataError, IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
@@ -47,8 +47,8 @@ from inbox.models import Attachment, ChannelKind, Contact, Inbox, Message, Note
 from inbox.services import (
     InboundMessage,
     attachment_file_store,
-    contact_for_handle,
-    inbound_message_record,
+    contacts_for_handles,
+    inbound_messages_record,
 )
 
 logger = logging.getLogger(__name__)
@@ -363,50 +363,183 @@ def _process_pending(channel: EmailChannel, lease: _Lease, result: IngestResult)
             continue
         rows = list(InboundEmail.objects.filter(pk__in=claimed, status=Status.PENDING).order_by("id"))
         parsed = {row.pk: _parse(row) for row in rows}
-        senders: dict[str, str] = {}
-        for email in parsed.values():
-            if email is not None:
-                senders.setdefault(email.from_address, email.from_name)
-        contacts = _contacts_resolve(senders)
-        # The rules the ingest redacts by, for the raw copies of what it redacted.
-        redact = dlp.inbound_redactor(inbox_id=channel.inbox_id)
-        with transaction.atomic():
-            # Rows a concurrent run got to first are left to it.
-            mine = set(
-                InboundEmail.objects.select_for_update(skip_locked=True)
-                .filter(pk__in=[row.pk for row in rows], status=Status.PENDING)
-                .values_list("pk", flat=True)
-            )
-            done = [row for row in rows if row.pk in mine]
-            for row in done:
-                email = parsed[row.pk]
-                if email is not None:
-                    _import(channel, row, email, contacts[email.from_address], redact)
-                if row.status == Status.IMPORTED:
-                    result.imported += 1
-                else:
-                    result.quarantined += 1
-            InboundEmail.objects.bulk_update(
-                done, ["status", "reason", "message", "from_address", "subject", "processed_at"]
-            )
+        _batch_import(channel, rows, parsed, result)
 
 
-def _contacts_resolve(senders: dict[str, str]) -> dict[str, Contact]:
-    """The contact of each sender address, created where missing.
+@dataclass(frozen=True)
+class _Import:
+    row: InboundEmail
+    parsed: email_parse.ParsedEmail
+    inbound: InboundMessage
 
-    Contacts are shared by all inboxes. They are settled before the batch, in a short
-    transaction of their own that takes the rows in address order, so a batch never waits
-    on a contact another channel's batch is creating (no deadlock between channels).
-    """
-    contacts = selectors.email_contacts_known(list(senders))
+
+def _batch_import(
+    channel: EmailChannel,
+    rows: list[InboundEmail],
+    parsed: dict[int, email_parse.ParsedEmail | None],
+    result: IngestResult,
+) -> None:
+    """Store a batch's parsed messages through the inbox's batch store, in one transaction
+    with the rows' outcomes: a fixed number of statements per batch, not per message."""
+    emails = [(row, email) for row in rows if (email := parsed[row.pk]) is not None]
+    senders: dict[str, str] = {}
+    for _, email in emails:
+        senders.setdefault(email.from_address, email.from_name)
+    # Contacts are shared by all inboxes. They are settled before the batch, in a short
+    # transaction of their own that creates them in address order, so a batch never waits
+    # on a contact another channel's batch is creating (no deadlock between channels).
+    contacts = contacts_for_handles(channel_kind=ChannelKind.EMAIL, names=dict(sorted(senders.items())))
+    provider_ids = _provider_message_ids(channel.inbox, emails)
+    imports = {
+        row.pk: _Import(row, email, _inbound(channel, email, provider_id, contacts[email.from_address]))
+        for (row, email), provider_id in zip(emails, provider_ids, strict=True)
+    }
+    # The rules the ingest redacts by, for the raw copies of what it redacted.
+    redact = dlp.inbound_redactor(inbox_id=channel.inbox_id)
     with transaction.atomic():
-        for address in sorted(senders):
-            known = contacts.get(address)
-            if known is None or known.merged_into_id is not None:
-                contacts[address] = contact_for_handle(
-                    channel_kind=ChannelKind.EMAIL, handle=address, name=senders[address]
-                )
-    return contacts
+        # Rows a concurrent run got to first are left to it.
+        mine = set(
+            InboundEmail.objects.select_for_update(skip_locked=True)
+            .filter(pk__in=[row.pk for row in rows], status=Status.PENDING)
+            .values_list("pk", flat=True)
+        )
+        done = [row for row in rows if row.pk in mine]
+        _imports_store([imports[row.pk] for row in done if row.pk in imports], redact)
+        for row in done:
+            if row.status == Status.IMPORTED:
+                result.imported += 1
+            else:
+                result.quarantined += 1
+        _outcomes_write(done)
+
+
+def _outcomes_write(rows: list[InboundEmail]) -> None:
+    """Write the batch's outcomes on its rows, in one statement.
+
+    Raw SQL because the ORM's `bulk_update` builds a CASE per field and row, and building
+    it cost more than storing the batch's messages; an UPDATE from unnested arrays is one
+    round trip, its parameters passed as arrays. Only the table name is interpolated."""
+    if not rows:
+        return
+    sql = f"""
+        UPDATE {InboundEmail._meta.db_table} AS inbound
+        SET status = outcome.status, reason = outcome.reason, message_id = outcome.message_id,
+            from_address = outcome.from_address, subject = outcome.subject,
+            processed_at = outcome.processed_at
+        FROM unnest(
+            %s::bigint[], %s::text[], %s::text[], %s::bigint[], %s::text[], %s::text[], %s::timestamptz[]
+        ) AS outcome(id, status, reason, message_id, from_address, subject, processed_at)
+        WHERE inbound.id = outcome.id
+    """  # noqa: S608  # only the table name is interpolated, from the model; values are parameters
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            [
+                [row.pk for row in rows],
+                [row.status for row in rows],
+                [row.reason for row in rows],
+                [row.message_id for row in rows],
+                [row.from_address for row in rows],
+                [row.subject for row in rows],
+                [row.processed_at for row in rows],
+            ],
+        )
+
+
+def _inbound(
+    channel: EmailChannel, parsed: email_parse.ParsedEmail, provider_id: str, contact: Contact
+) -> InboundMessage:
+    return InboundMessage(
+        inbox=channel.inbox,
+        channel_kind=ChannelKind.EMAIL,
+        handle=parsed.from_address,
+        sender_name=parsed.from_name or parsed.from_address,
+        text=parsed.text,
+        html=parsed.html,
+        provider_message_id=provider_id,
+        subject=parsed.subject,
+        # An email threads by its headers, else by its subject among its sender's open
+        # conversations; with neither, it starts a conversation of its own.
+        references=tuple(parsed.references),
+        subject_key=email_parse.subject_key,
+        continue_open_conversation=False,
+        contact=contact,
+    )
+
+
+def _provider_message_ids(
+    inbox: Inbox, emails: list[tuple[InboundEmail, email_parse.ParsedEmail]]
+) -> list[str]:
+    """Each message's id in the inbox: its Message-ID, unless another mail already holds
+    that one (stored, or earlier in the batch). Then it is kept under its digest (never put
+    in a header, so nobody threads into it), instead of being taken for the other one."""
+    taken = selectors.email_message_ids_taken(
+        inbox=inbox, message_ids=[email.message_id for _, email in emails if email.message_id]
+    )
+    ids = []
+    for row, email in emails:
+        if email.message_id and email.message_id not in taken:
+            taken.add(email.message_id)
+            ids.append(email.message_id)
+        else:
+            ids.append(row.dedup_key)
+    return ids
+
+
+def _imports_store(imports: list[_Import], redact: Redactor | None) -> None:
+    """Store the messages together; if the database refuses the batch, it is rolled back
+    whole and stored message by message, each in a savepoint of its own: the bad one is
+    quarantined alone, with its reason, and the others are stored.
+
+    Only problems of a message itself quarantine it. A database that is down raises, and
+    the whole batch is retried later."""
+    try:
+        with transaction.atomic():
+            _imports_record(imports, redact)
+        return
+    except (DataError, IntegrityError) as exc:
+        if len(imports) == 1:
+            _quarantine_refused(imports[0].row, exc)
+            return
+        logger.warning(
+            "emails %s to %s: stored one by one after %s",
+            imports[0].row.pk,
+            imports[-1].row.pk,
+            type(exc).__name__,
+        )
+    for each in imports:
+        try:
+            with transaction.atomic():
+                _imports_record([each], redact)
+        except (DataError, IntegrityError) as exc:
+            _quarantine_refused(each.row, exc)
+
+
+def _quarantine_refused(row: InboundEmail, exc: Exception) -> None:
+    logger.warning("email %s refused by the database: %s", row.pk, type(exc).__name__)
+    row.message = None
+    row.status, row.reason = (
+        Status.QUARANTINED,
+        f"The database refused the message ({type(exc).__name__}).",
+    )
+
+
+def _imports_record(imports: list[_Import], redact: Redactor | None) -> None:
+    recorded = inbound_messages_record([each.inbound for each in imports])
+    attachments: list[Attachment] = []
+    for each, stored in zip(imports, recorded, strict=True):
+        each.row.message = stored.message
+        if stored.created:
+            attachments += _attachments_build(stored.message, each.parsed.attachments)
+            if stored.refused_conversation_id is not None:
+                _thread_refusal_note(stored.message, each.parsed.from_address, stored.refused_conversation_id)
+        scrubbed = _raw_scrub(each.row, each.parsed, redact)
+        each.row.status, each.row.reason = (
+            Status.IMPORTED,
+            "\n".join([*each.parsed.notes, *([RAW_SCRUBBED_NOTE] if scrubbed else [])]),
+        )
+    if attachments:
+        Attachment.objects.bulk_create(attachments)
 
 
 def _parse(row: InboundEmail) -> email_parse.ParsedEmail | None:
@@ -425,35 +558,6 @@ def _parse(row: InboundEmail) -> email_parse.ParsedEmail | None:
     return parsed
 
 
-def _import(
-    channel: EmailChannel,
-    row: InboundEmail,
-    parsed: email_parse.ParsedEmail,
-    contact: Contact,
-    redact: Redactor | None,
-) -> None:
-    """Turn a parsed message into a conversation message, or quarantine it with the reason.
-
-    Only problems of the message itself quarantine it. A database that is down raises,
-    and the whole batch is retried later.
-    """
-    try:
-        with transaction.atomic():
-            row.message = _message_store(channel, parsed, bytes(row.raw), contact)
-            scrubbed = _raw_scrub(row, parsed, redact)
-    except (DataError, IntegrityError) as exc:
-        logger.warning("email %s refused by the database: %s", row.pk, type(exc).__name__)
-        row.status, row.reason = (
-            Status.QUARANTINED,
-            f"The database refused the message ({type(exc).__name__}).",
-        )
-        return
-    row.status, row.reason = (
-        Status.IMPORTED,
-        "\n".join([*parsed.notes, *([RAW_SCRUBBED_NOTE] if scrubbed else [])]),
-    )
-
-
 def _raw_scrub(row: InboundEmail, parsed: email_parse.ParsedEmail, redact: Redactor | None) -> bool:
     """Redaction at ingest kept a card's original out of the message (stored otherwise than
     parsed, or a subject it changed); the mail as it came still holds it, and the row its
@@ -462,50 +566,12 @@ def _raw_scrub(row: InboundEmail, parsed: email_parse.ParsedEmail, redact: Redac
     message = row.message
     if message is None or redact is None:
         return False
-    row.subject = redact(row.subject)
+    row.subject = redact(parsed.subject)
     if message.text == parsed.text and message.html == parsed.html and row.subject == parsed.subject:
         return False
     InboundEmail.objects.filter(pk=row.pk).update(raw=email_raw_scrub(bytes(row.raw), redact=redact))
     logger.info("inbound email scrubbed", extra={"inbound_email_id": row.pk, "channel_id": row.channel_id})
     return True
-
-
-def _message_store(
-    channel: EmailChannel, parsed: email_parse.ParsedEmail, raw: bytes, contact: Contact
-) -> Message:
-    inbox = channel.inbox
-    thread = selectors.email_thread(
-        inbox=inbox, references=parsed.references, contact=contact, subject=parsed.subject
-    )
-    recorded = inbound_message_record(
-        InboundMessage(
-            inbox=inbox,
-            channel_kind=ChannelKind.EMAIL,
-            handle=parsed.from_address,
-            sender_name=parsed.from_name or parsed.from_address,
-            text=parsed.text,
-            html=parsed.html,
-            provider_message_id=_provider_message_id(inbox, parsed, raw),
-            subject=parsed.subject,
-            conversation_id=thread.conversation_id,
-            continue_open_conversation=False,
-            contact=contact,
-        )
-    )
-    if recorded.created and thread.refused_conversation_id is not None:
-        _thread_refusal_note(recorded.message, parsed.from_address, thread.refused_conversation_id)
-    if recorded.created and parsed.attachments:
-        _attachments_store(recorded.message, parsed.attachments)
-    return recorded.message
-
-
-def _provider_message_id(inbox: Inbox, parsed: email_parse.ParsedEmail, raw: bytes) -> str:
-    """The message's id in the inbox: its Message-ID, unless another mail already holds
-    that one. Then it is kept under its digest (never put in a header, so nobody threads
-    into it), instead of being taken for the one stored before."""
-    if parsed.message_id and not selectors.email_message_id_taken(inbox=inbox, message_id=parsed.message_id):
-        return parsed.message_id
-    return email_parse.dedup_key(raw)
 
 
 def _thread_refusal_note(message: Message, sender: str, refused_conversation_id: int) -> None:
@@ -525,7 +591,8 @@ def _thread_refusal_note(message: Message, sender: str, refused_conversation_id:
     )
 
 
-def _attachments_store(message: Message, attachments: list[email_parse.ParsedAttachment]) -> None:
+def _attachments_build(message: Message, attachments: list[email_parse.ParsedAttachment]) -> list[Attachment]:
+    """The message's attachment rows, unsaved; their bytes are stored by digest."""
     rows = []
     for attachment in attachments:
         content_type, extension = sniff(attachment.content)
@@ -540,7 +607,7 @@ def _attachments_store(message: Message, attachments: list[email_parse.ParsedAtt
                 sha256=digest,
             )
         )
-    Attachment.objects.bulk_create(rows)
+    return rows
 
 
 def inbound_emails_retry(*, ids: list[int]) -> IngestResult:

@@ -7,10 +7,11 @@ a third of them replies in threads), then measures on the same mailbox:
 
 - the floor: plain imaplib UID FETCH of every message in batches, plus an `email` parse
   (policy.default) and reading its text body, no database;
-- end to end: one Celery worker process (solo pool) polling the channel through the real
-  tasks, from the first task queued until every message is in the database;
+- end to end: one Celery worker process (solo pool; `--workers N` for more) polling the
+  channel through the real tasks, from the first task queued until every message is in
+  the database;
 
-and prints one JSON line: messages/s of both, their ratio, and the worker's peak RSS with
+and prints one JSON line: messages/s of both, their ratio, and the workers' peak RSS with
 its RSS sampled along the way (it must stay flat as the mailbox is worked through).
 """
 
@@ -190,7 +191,7 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     return 0.0
 
 
-def end_to_end(server_port: int, username: str, password: str, count: int) -> dict[str, Any]:
+def end_to_end(server_port: int, username: str, password: str, count: int, workers: int) -> dict[str, Any]:
     from channels_app.email import tasks
     from channels_app.models import EmailChannel, InboundEmail, Security
     from config.celery import app
@@ -214,24 +215,28 @@ def end_to_end(server_port: int, username: str, password: str, count: int) -> di
         smtp_security=Security.NONE,
     )
     app.control.purge()
-    worker = subprocess.Popen(
-        [
-            str(ROOT / ".venv/bin/celery"),
-            "-A",
-            "config",
-            "worker",
-            "--pool=solo",
-            "--concurrency=1",
-            "--loglevel=WARNING",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "LOG_LEVEL": "WARNING"},
-    )
+    started_workers = [
+        subprocess.Popen(
+            [
+                str(ROOT / ".venv/bin/celery"),
+                "-A",
+                "config",
+                "worker",
+                "--pool=solo",
+                "--concurrency=1",
+                "--loglevel=WARNING",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                f"--hostname=bench{number}@%h",
+            ],
+            cwd=ROOT,
+            env={**os.environ, "LOG_LEVEL": "WARNING"},
+        )
+        for number in range(workers)
+    ]
     try:
-        time.sleep(3)  # the worker connects to the broker and is ready
+        time.sleep(3)  # the workers connect to the broker and are ready
         samples: dict[str, float] = {}
         started = time.perf_counter()
         tasks.email_poll.delay(channel.pk)
@@ -241,15 +246,17 @@ def end_to_end(server_port: int, username: str, password: str, count: int) -> di
             done = InboundEmail.objects.filter(channel=channel).exclude(status="pending").count()
             for share in (25, 50, 75):
                 if done >= count * share // 100 and f"{share}%" not in samples:
-                    samples[f"{share}%"] = round(rss_mb(worker.pid), 1)
-            if worker.poll() is not None:
-                raise RuntimeError("the worker died")
+                    samples[f"{share}%"] = round(max(rss_mb(w.pid) for w in started_workers), 1)
+            if any(w.poll() is not None for w in started_workers):
+                raise RuntimeError("a worker died")
         elapsed = time.perf_counter() - started
-        samples["100%"] = round(rss_mb(worker.pid), 1)
-        peak = rss_mb(worker.pid, "VmHWM")
+        samples["100%"] = round(max(rss_mb(w.pid) for w in started_workers), 1)
+        peak = max(rss_mb(w.pid, "VmHWM") for w in started_workers)
     finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+        for w in started_workers:
+            w.terminate()
+        for w in started_workers:
+            w.wait(timeout=30)
     imported = InboundEmail.objects.filter(channel=channel, status="imported").count()
     return {
         "seconds": elapsed,
@@ -265,6 +272,9 @@ def end_to_end(server_port: int, username: str, password: str, count: int) -> di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=10_000)
+    # More workers share the broker's queue; one channel is still worked by one run at a
+    # time (its lease), so they help only as far as polls of it follow one another.
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
 
     recreate_database()
@@ -278,7 +288,7 @@ def main() -> None:
         floor_seconds, parsed = floor(server.port, account.username, account.password)
         if parsed != args.messages:
             report.fail("ingest_email", f"the floor parsed {parsed} of {args.messages} messages")
-        e2e = end_to_end(server.port, account.username, account.password, args.messages)
+        e2e = end_to_end(server.port, account.username, account.password, args.messages, args.workers)
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
@@ -289,6 +299,7 @@ def main() -> None:
     figures = {
         "benchmark": "ingest_email",
         "messages": args.messages,
+        "workers": args.workers,
         "median_message_kb": round(sizes[len(sizes) // 2] / 1024, 1),
         "mailbox_mb": round(sum(sizes) / 2**20, 1),
         "end_to_end_msgs_per_s": round(e2e_rate, 1),
