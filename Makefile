@@ -8,6 +8,14 @@ PORT ?= 8000
 # served on DEMO_PORT; the demo email inboxes send replies to an SMTP sink on DEMO_SMTP_PORT.
 DEMO_PORT ?= 8001
 DEMO_SMTP_PORT ?= 8025
+# With REDIS_URL and nginx, pages and sockets run in separate processes on these loopback
+# ports, behind nginx on PORT (config/proxy.py, docs/operations.md).
+HTTP_POOL_PORT ?= 8100
+SOCKET_POOL_PORT ?= 8101
+NGINX ?= $(shell command -v nginx || ls /usr/sbin/nginx 2>/dev/null)
+UVICORN = $(VENV)/bin/uvicorn config.asgi:application --lifespan off
+# The pools trust the forwarded client address from the proxy on loopback, and only there.
+BEHIND_PROXY = --proxy-headers --forwarded-allow-ips 127.0.0.1
 comma := ,
 
 # Tests need real services; these are the defaults on a developer machine.
@@ -48,7 +56,18 @@ run: $(VENV)/.installed
 		echo "Starting a Celery worker with beat (REDIS_URL is set)"; \
 		$(VENV)/bin/celery -A config worker --beat --loglevel=INFO --concurrency=2 & \
 	fi; \
-	$(VENV)/bin/uvicorn config.asgi:application --host $(HOST) --port $(PORT) --lifespan off
+	if [ -n "$$REDIS_URL" ] && [ -n "$(NGINX)" ]; then \
+		echo "Pages and sockets in separate processes (ports $(HTTP_POOL_PORT), $(SOCKET_POOL_PORT)) behind nginx on $(HOST):$(PORT)"; \
+		mkdir -p var/proxy; \
+		$(PY) -m config.proxy --listen $(HOST):$(PORT) --http 127.0.0.1:$(HTTP_POOL_PORT) \
+			--sockets 127.0.0.1:$(SOCKET_POOL_PORT) --prefix var/proxy >var/proxy/nginx.conf; \
+		ASGI_SERVES=http $(UVICORN) --host 127.0.0.1 --port $(HTTP_POOL_PORT) $(BEHIND_PROXY) & \
+		ASGI_SERVES=sockets $(UVICORN) --host 127.0.0.1 --port $(SOCKET_POOL_PORT) $(BEHIND_PROXY) & \
+		$(NGINX) -c $(CURDIR)/var/proxy/nginx.conf -p $(CURDIR)/var/proxy -e $(CURDIR)/var/proxy/error.log; \
+	else \
+		if [ -n "$$REDIS_URL" ]; then echo "nginx not found: pages and sockets share one process"; fi; \
+		$(UVICORN) --host $(HOST) --port $(PORT); \
+	fi
 
 test: export DATABASE_URL ?= $(TEST_DATABASE_URL)
 # Not the REDIS_URL a shell may hold for `make run`: the suite would empty that database.

@@ -1,4 +1,4 @@
-"""ASGI entry point: HTTP and websockets.
+"""ASGI entry point: HTTP and websockets, or one of them (settings.ASGI_SERVES).
 
 Django is set up first so that the routing modules can import models.
 """
@@ -13,14 +13,23 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
 
 from accounts.sockets import VerifiedSocketMiddleware  # noqa: E402
-from config.routing import SocketDoors, agent_websocket_urlpatterns, widget_websocket_urlpatterns  # noqa: E402
+from config.routing import (  # noqa: E402
+    SocketDoors,
+    SocketPoolHttp,
+    SocketsRefused,
+    agent_websocket_urlpatterns,
+    widget_websocket_urlpatterns,
+)
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
-        "websocket": SocketDoors(
+        "http": SocketPoolHttp(django_asgi_app) if settings.ASGI_SERVES == "sockets" else django_asgi_app,
+        "websocket": SocketsRefused()
+        if settings.ASGI_SERVES == "http"
+        else SocketDoors(
             # Visitors come from customers' sites: no cookies, no host check; the consumer
             # checks the channel's Origin allowlist and the visitor's signed token.
             widget=URLRouter(widget_websocket_urlpatterns),

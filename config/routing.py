@@ -33,3 +33,44 @@ class SocketDoors:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         app = self.widget if scope["path"].startswith(WIDGET_PREFIX) else self.agent
         return await app(scope, receive, send)
+
+
+# What a socket pool's process answers over HTTP: its monitors' URLs (config/urls.py).
+SOCKET_POOL_HTTP_PATHS = frozenset({"/healthz", "/metrics"})
+
+
+class SocketsRefused:
+    """The websocket side of an HTTP pool's process (ASGI_SERVES=http): every socket is
+    refused at its handshake (HTTP 403), so a proxy that routes one here is seen at once
+    instead of loading pages' processes with sockets."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if (await receive())["type"] == "websocket.connect":
+            await send({"type": "websocket.close", "code": 1008})
+
+
+class SocketPoolHttp:
+    """The HTTP side of a socket pool's process (ASGI_SERVES=sockets): the health and
+    metrics URLs, and a clear 421 for any other request a proxy routed here by mistake."""
+
+    def __init__(self, django_app: Any) -> None:
+        self.django_app = django_app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["path"] in SOCKET_POOL_HTTP_PATHS:
+            await self.django_app(scope, receive, send)
+            return
+        body = (
+            b"This server process takes websockets only (ASGI_SERVES=sockets); pages go to the HTTP pool.\n"
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 421,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

@@ -103,6 +103,14 @@ MIDDLEWARE = [
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
 ASGI_APPLICATION = "config.asgi.application"
+# What one server process takes (docs/operations.md, "Separate pools"): everything, or
+# only pages, API and webhooks ("http": sockets refused), or only websockets ("sockets":
+# over HTTP only the health and metrics URLs its monitors ask). Agents' reply POSTs in a
+# socket process starved its sockets (docs/capacity.md): behind a proxy that routes /ws/
+# to one pool and the rest to the other, neither waits on the other.
+ASGI_SERVES = os.environ.get("ASGI_SERVES", "all")
+if ASGI_SERVES not in {"all", "http", "sockets"}:
+    raise ImproperlyConfigured("ASGI_SERVES must be all, http or sockets.")
 
 TEMPLATES = [
     {

@@ -66,10 +66,11 @@ def database_url() -> str:
 
 
 @contextmanager
-def serve_app(tmp_path: Path, **settings_env: str) -> Iterator[str]:
+def serve_app(tmp_path: Path, *uvicorn_args: str, **settings_env: str) -> Iterator[str]:
     """uvicorn serving config.asgi on the test database, in its own process; yields its URL.
 
-    `settings_env` sets environment variables that config/settings.py reads."""
+    `uvicorn_args` go to uvicorn; `settings_env` sets environment variables that
+    config/settings.py reads."""
     port = free_port()
     env = {
         **os.environ,
@@ -91,6 +92,7 @@ def serve_app(tmp_path: Path, **settings_env: str) -> Iterator[str]:
                 "127.0.0.1",
                 "--port",
                 str(port),
+                *uvicorn_args,
             ],
             cwd=ROOT,
             env=env,
