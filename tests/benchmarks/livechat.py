@@ -185,6 +185,10 @@ def start_server(port: int, layer: str) -> subprocess.Popen[bytes]:
         "--no-access-log",
         "--log-level",
         "warning",
+        # Compression is negotiated per socket (browsers offer it): zlib on every frame
+        # both ways. LIVECHAT_BENCH_WS_DEFLATE=false measures the server without it.
+        "--ws-per-message-deflate",
+        os.environ.get("LIVECHAT_BENCH_WS_DEFLATE", "true"),
     ]
     return subprocess.Popen(command, cwd=ROOT, env=env)
 
