@@ -13,7 +13,10 @@ DEMO_SMTP_PORT ?= 8025
 HTTP_POOL_PORT ?= 8100
 SOCKET_POOL_PORT ?= 8101
 NGINX ?= $(shell command -v nginx || ls /usr/sbin/nginx 2>/dev/null)
-UVICORN = $(VENV)/bin/uvicorn config.asgi:application --lifespan off
+# No per-message compression on sockets: compressing a secret beside text an attacker can
+# inject leaks it by frame length (as CRIME/BREACH), and at chat frame sizes it bought no
+# measurable CPU (tests/benchmarks/livechat.py, LIVECHAT_BENCH_WS_DEFLATE).
+UVICORN = $(VENV)/bin/uvicorn config.asgi:application --lifespan off --ws-per-message-deflate false
 # The pools trust the forwarded client address from the proxy on loopback, and only there.
 BEHIND_PROXY = --proxy-headers --forwarded-allow-ips 127.0.0.1
 comma := ,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
@@ -13,6 +14,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.middleware import BaseMiddleware
 from channels.security.websocket import WebsocketDenier
+from django.conf import settings
 from django.db import close_old_connections
 
 from accounts.devices.sockets import socket_device_proven
@@ -36,9 +38,17 @@ def scope_client_ip(scope: dict[str, Any]) -> str | None:
     return str(client[0]) if client else None
 
 
+@functools.cache
+def socket_db_executor() -> ThreadPoolExecutor:
+    """Made on first use (settings are read then), once per process, sized by
+    SOCKET_DB_THREADS; its threads start as calls need them."""
+    return ThreadPoolExecutor(max_workers=settings.SOCKET_DB_THREADS, thread_name_prefix="socket-db")
+
+
 def socket_db(function: Callable[..., T]) -> Callable[..., Awaitable[T]]:
-    """Run database work for a socket in the thread pool, not on the one shared thread
-    that thread-sensitive calls queue on: sockets must not wait behind each other.
+    """Run database work for a socket in the sockets' own thread pool (socket_db_executor),
+    not on the one shared thread that thread-sensitive calls queue on: sockets must not
+    wait behind each other.
 
     Connections are recycled inside the call (each pool thread keeps its own, within
     CONN_MAX_AGE), where the call's own connection is the one that is seen.
@@ -52,7 +62,7 @@ def socket_db(function: Callable[..., T]) -> Callable[..., Awaitable[T]]:
         finally:
             close_old_connections()
 
-    return sync_to_async(run, thread_sensitive=False)
+    return sync_to_async(run, thread_sensitive=False, executor=socket_db_executor())
 
 
 class PooledDatabaseConsumer(AsyncWebsocketConsumer):

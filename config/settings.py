@@ -166,6 +166,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
             "timeout": DB_POOL_TIMEOUT_SECONDS,
             "reconnect_timeout": DB_POOL_TIMEOUT_SECONDS,
         }
+# Threads for the sockets' database work in one server process (accounts.sockets): the
+# loop's default executor has min(32, CPUs + 4), 6 on two cores, and socket stores waited
+# for a thread rather than for the database. Each thread holds at most one connection, so
+# a socket process's DB_POOL_SIZE must be at least this plus one (the agents' gate).
+SOCKET_DB_THREADS = int(os.environ.get("SOCKET_DB_THREADS", "16"))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")

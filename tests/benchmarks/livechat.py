@@ -1,9 +1,12 @@
-"""Benchmark: live chat through one ASGI server process on the Redis channel layer.
+"""Benchmark: live chat through the ASGI server processes on the Redis channel layer.
 
 Run: `DATABASE_URL=postgres://postgres@127.0.0.1:5432/portcullis_livechat_bench
 REDIS_URL=redis://127.0.0.1:6379/14 .venv/bin/python tests/benchmarks/livechat.py
-[--visitors 1000 --agents 20 --rate 200 --duration 60 --layer core|pubsub]` (defaults are
-the issue's sizes; the layer defaults to the one that ships). It (re)creates its own database, starts uvicorn on a free port, then:
+[--visitors 1000 --agents 20 --rate 200 --duration 60 --layer core|pubsub --pools one|split]`
+(defaults are the issue's sizes; the layer and the pools default to what ships). It
+(re)creates its own database, starts uvicorn on free ports (with `--pools split`, as `make
+run` with Redis: one process for pages with ASGI_SERVES=http, where the agents' replies go,
+and one for the sockets with ASGI_SERVES=sockets; `one`: a single process for both), then:
 
 - opens `--visitors` widget sockets (each says hello like the widget) and `--agents` agent
   sockets (verified sessions, all in the chat inbox's team);
@@ -162,15 +165,31 @@ def build_world(n_agents: int) -> World:
     return World(channel_key=channel.key, agents=agents)
 
 
-def start_server(port: int, layer: str) -> subprocess.Popen[bytes]:
+def ws_deflate() -> str:
+    """Off, as deployed (`--ws-per-message-deflate false`): compressing a visitor's text
+    beside the secrets on the same socket is a compression oracle (CRIME/BREACH). The
+    clients offer it, as browsers do; LIVECHAT_BENCH_WS_DEFLATE=true measures the server
+    with it."""
+    return os.environ.get("LIVECHAT_BENCH_WS_DEFLATE", "false")
+
+
+def db_pool_size(serves: str) -> int:
+    """Connections from a pool: under ASGI each HTTP request runs on a thread of its own (16
+    for pages); sockets need one per socket database thread and one for the agents' gate
+    (accounts.sockets), so none of them waits for a connection."""
+    pages, sockets = 16, settings.SOCKET_DB_THREADS + 1
+    return {"http": pages, "sockets": sockets, "all": pages + sockets}[serves]
+
+
+def start_server(port: int, layer: str, serves: str) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
+        "ASGI_SERVES": serves,
         "REDIS_CHANNEL_LAYER": layer,
         # Every simulated visitor shares 127.0.0.1: the per-address limits would throttle them.
         "LIVECHAT_IP_MESSAGES_PER_WINDOW": "100000000",
         "LIVECHAT_IP_CONNECTS_PER_WINDOW": "100000000",
-        # Connections from a pool: under ASGI each HTTP request runs on a thread of its own.
-        "DB_POOL_SIZE": os.environ.get("DB_POOL_SIZE", "16"),
+        "DB_POOL_SIZE": os.environ.get("DB_POOL_SIZE", str(db_pool_size(serves))),
         "LOG_LEVEL": "WARNING",
     }
     command = [
@@ -185,10 +204,8 @@ def start_server(port: int, layer: str) -> subprocess.Popen[bytes]:
         "--no-access-log",
         "--log-level",
         "warning",
-        # Compression is negotiated per socket (browsers offer it): zlib on every frame
-        # both ways. LIVECHAT_BENCH_WS_DEFLATE=false measures the server without it.
         "--ws-per-message-deflate",
-        os.environ.get("LIVECHAT_BENCH_WS_DEFLATE", "true"),
+        ws_deflate(),
     ]
     return subprocess.Popen(command, cwd=ROOT, env=env)
 
@@ -291,7 +308,7 @@ async def open_visitor(base_ws: str, key: str) -> ClientConnection:
     ws = await connect(
         f"{base_ws}/ws/widget/{key}/",
         origin=ORIGIN,  # type: ignore[arg-type]
-        compression=None,
+        compression="deflate",  # as browsers do: the server decides
         proxy=None,
         user_agent_header=USER_AGENT,
         ping_interval=None,
@@ -315,9 +332,11 @@ async def open_agent(
     cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
     ws = await connect(
         f"{base_ws}/ws/agent/",
-        origin=base,  # type: ignore[arg-type]
+        # The agents' socket takes only its own origin; in deployment the proxy puts the
+        # pages and the sockets behind one, here each pool has a port of its own.
+        origin=base_ws.replace("ws", "http", 1),  # type: ignore[arg-type]
         additional_headers={"Cookie": cookie},
-        compression=None,
+        compression="deflate",  # as browsers do: the server decides
         proxy=None,
         user_agent_header=USER_AGENT,
         ping_interval=None,
@@ -329,8 +348,10 @@ async def open_agent(
     return ws, client
 
 
-async def application_run(args: argparse.Namespace, world: World, base: str) -> dict[str, Any]:
-    base_ws = base.replace("http", "ws", 1)
+async def application_run(
+    args: argparse.Namespace, world: World, base: str, sockets_base: str
+) -> dict[str, Any]:
+    base_ws = sockets_base.replace("http", "ws", 1)
     tally = Tally()
     agents = [await open_agent(base, base_ws, cookies) for cookies in world.agents]
     visitors: list[ClientConnection] = []
@@ -495,24 +516,36 @@ def ratio(value: float | None, floor: float | None) -> float | None:
     return round(value / floor, 1) if value is not None and floor else None
 
 
+# What each server process takes, by --pools: "one" process for pages and sockets alike,
+# or "split" as `make run` deploys with Redis: the agents' reply POSTs in a pages' process,
+# the sockets in a process of their own (settings.ASGI_SERVES).
+POOLS = {"one": {"http": "all"}, "split": {"http": "http", "sockets": "sockets"}}
+
+
 async def run(args: argparse.Namespace, world: World) -> dict[str, Any]:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = start_server(port, args.layer)
+    ports = {role: free_port() for role in POOLS[args.pools]}
+    servers = {role: start_server(port, args.layer, POOLS[args.pools][role]) for role, port in ports.items()}
+    bases = {role: f"http://127.0.0.1:{port}" for role, port in ports.items()}
     try:
-        await wait_up(base, server)
-        app = await application_run(args, world, base)
+        for role, server in servers.items():
+            await wait_up(bases[role], server)
+        # Same host on both ports: the agents' cookies go to either.
+        app = await application_run(args, world, bases["http"], bases.get("sockets", bases["http"]))
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        for server in servers.values():
+            server.terminate()
+        for server in servers.values():
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
     floor = await floor_run(args)
     return {
         "benchmark": "livechat",
         "layer": args.layer,
+        "pools": args.pools,
+        "ws_per_message_deflate": ws_deflate(),
         "visitors": args.visitors,
         "agents": args.agents,
         "rate_per_s": args.rate,
@@ -546,6 +579,12 @@ def main() -> None:
     parser.add_argument("--drain", type=float, default=5, help="seconds to wait for stragglers")
     parser.add_argument(
         "--layer", choices=sorted(settings.REDIS_CHANNEL_LAYERS), default=settings.REDIS_CHANNEL_LAYER_DEFAULT
+    )
+    parser.add_argument(
+        "--pools",
+        choices=sorted(POOLS),
+        default="split",
+        help="one server process for pages and sockets, or one of each (as deployed with Redis)",
     )
     args = parser.parse_args()
     args.floor_duration = args.floor_duration or args.duration
