@@ -24,7 +24,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
-from inbox import forms, policy, selectors, services
+from inbox import forms, list_pane, policy, selectors, services
 from inbox.models import Conversation
 from inbox.policy import AccessContext
 
@@ -85,7 +85,7 @@ def inbox_view(request: HtmxHttpRequest) -> HttpResponse:
     query = request.GET
     context: dict[str, Any] = {
         "form": form,
-        "page": None,
+        "rows": None,
         "list_query": _query_suffix(query),
         "pii_masked": _pii_masked(ctx),
     }
@@ -94,20 +94,22 @@ def inbox_view(request: HtmxHttpRequest) -> HttpResponse:
     filters = form.filters()
     scope = selectors.list_scope(ctx=ctx, filters=filters)
     try:
-        page = selectors.conversation_list(
+        rows, next_cursor = selectors.conversation_list_rows(
             ctx=ctx, filters=filters, cursor=form.cleaned_data["cursor"] or None, scope=scope
         )
     except selectors.InvalidFilter as error:
         form.add_error("cursor", str(error))
         return render(request, template, context, status=400)
-    counters = selectors.conversation_counters(ctx=ctx, filters=filters, unread=True, scope=scope)
-    # Each inbox of the filter names its unread count; the scope settled above serves when
-    # no inbox narrows it.
-    form.show_unread(
-        selectors.unread_by_inbox(ctx=ctx, filters=filters, scope=None if filters.inbox_id else scope)
+    # The counters count per inbox under the filters without their inbox; with no inbox
+    # filter that is the scope settled above.
+    list_counters = selectors.list_counters(
+        ctx=ctx, filters=filters, scope=None if filters.inbox_id else scope
     )
+    counters = list_counters.counts
+    form.show_unread(list_counters.unread_by_inbox)
     context.update(
-        page=page,
+        rows=rows,
+        rows_html=list_pane.rows_html(rows, masked=context["pii_masked"], list_query=context["list_query"]),
         scope=filters.scope,
         unread=counters[f"{filters.scope}_unread"],
         tabs=[
@@ -124,7 +126,7 @@ def inbox_view(request: HtmxHttpRequest) -> HttpResponse:
         bulk_statuses=forms.BULK_STATUS_CHOICES,
         bulk_priorities=forms.BULK_PRIORITY_CHOICES,
         bulk_labels=selectors.labels(),
-        older_url=_with_query(query, cursor=page.next_cursor) if page.next_cursor else None,
+        older_url=_with_query(query, cursor=next_cursor) if next_cursor else None,
         newest_url=_with_query(query, cursor=None) if form.cleaned_data["cursor"] else None,
         filtered=filters != selectors.ConversationFilters(scope=filters.scope),
     )

@@ -370,8 +370,9 @@ def test_an_unhandled_error_is_json_500_under_the_api_only(
     def fail(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("boom")
 
-    # The API's list and the inbox page both call it.
+    # The API's list and the inbox page call these.
     monkeypatch.setattr("inbox.selectors.conversation_list", fail)
+    monkeypatch.setattr("inbox.selectors.conversation_list_rows", fail)
     client = verified_client(segments.support_agent)
     client.raise_request_exception = False
     response = client.get(api_url("conversations/"))

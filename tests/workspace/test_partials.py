@@ -39,7 +39,7 @@ def sue(segments: Segments, verified_client: Callable[[User], Client]) -> Client
 def unread_rows(client: Client, query: str = "") -> set[int]:
     response = client.get(LIST_URL + query, **HTMX)
     assert response.status_code == 200
-    return {row.pk for row in response.context["page"].rows if row.unread}
+    return {row["id"] for row in response.context["rows"] if row["unread"]}
 
 
 # --- One pane per in-place request --------------------------------------------------------
@@ -120,6 +120,21 @@ def test_a_stolen_agent_session_reaches_no_pane_outside_its_segment(segments: Se
     assert listed.status_code == 400  # not an inbox Sue may choose
 
 
+def test_customer_text_in_the_panes_is_escaped(segments: Segments, sue: Client) -> None:
+    """Subjects, names, messages and labels come from outside (a customer writes them): the
+    panes print them as text, never as markup, however the rows are put together."""
+    script = "<script>alert(1)</script>"
+    conversation = make_conversation(segments.support, text=script)
+    conversation.contact.name = '<img src=x onerror="alert(2)">'
+    conversation.contact.save()
+    conversation.labels.add(Label.objects.create(name="<b>label</b>"))
+    for pane in (sue.get(LIST_URL, **HTMX), sue.get(url(conversation), **HTMX)):
+        html = pane.content.decode()
+        assert pane.status_code == 200 and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+        assert "<script>alert" not in html and "<img src=x" not in html and "<b>label" not in html
+    assert "&lt;b&gt;label&lt;/b&gt;" in sue.get(LIST_URL, **HTMX).content.decode()
+
+
 # --- Unread per agent ----------------------------------------------------------------------
 
 
@@ -180,9 +195,9 @@ def test_a_snooze_preset_posts_a_time_the_status_form_accepts(segments: Segments
 
 # The labels for the bulk bar are one query of their own; each pane asks "view PII" once
 # (masking), whatever the number of rows. The caller's scope is settled once for the list
-# and its counters; the inbox filter's unread counts are one query for every inbox.
+# and its counters; the tabs and the inbox filter's unread counts are one query for every inbox.
 # The conversation comes with its inbox and contact in the deciding query.
-LIST_PANE_QUERIES = 13
+LIST_PANE_QUERIES = 12
 CONVERSATION_PANE_QUERIES = 18
 
 
@@ -200,7 +215,7 @@ def test_list_pane_query_count_does_not_grow(
     bulk_conversations(segments.support, 200, newest=newest, label=label, offset=5)
     with django_assert_num_queries(LIST_PANE_QUERIES):
         large = sue.get(LIST_URL, **HTMX)
-    assert len(small.context["page"].rows) == 8 and len(large.context["page"].rows) == 50
+    assert len(small.context["rows"]) == 8 and len(large.context["rows"]) == 50
 
 
 def test_conversation_pane_query_count_does_not_grow(

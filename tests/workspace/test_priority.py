@@ -130,7 +130,7 @@ def test_the_list_shows_and_filters_by_priority(segments: Segments, sue: Client)
     assert 'class="priority priority-3"' in html and '<span class="visually-hidden"> priority</span>' in html
     assert html.count('class="priority ') == 1  # normal is not flagged
     filtered = sue.get(LIST_URL + f"?priority={Priority.URGENT}", **HTMX)
-    assert [row.pk for row in filtered.context["page"].rows] == [urgent.pk]
+    assert [row["id"] for row in filtered.context["rows"]] == [urgent.pk]
     assert sue.get(LIST_URL + "?priority=7", **HTMX).status_code == 400
 
 
