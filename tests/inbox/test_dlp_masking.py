@@ -52,6 +52,23 @@ def trainee(segments: Segments, make_user: Callable[..., User]) -> User:
     return user
 
 
+def test_a_remembered_masking_follows_the_dlp_settings(settings: Any) -> None:
+    # Masked copies are remembered per process: a changed setting must not meet an old copy.
+    text = "Our office is +49 30 1234567."
+    settings.DLP_PHONE_REGION = "DE"
+    settings.DLP_ALLOWED_CONTACTS = []
+    assert "1234567" not in mask_text(text)
+    settings.DLP_ALLOWED_CONTACTS = ["+49 30 1234567"]
+    assert mask_text(text) == text
+    settings.DLP_ALLOWED_CONTACTS = []
+    assert "1234567" not in mask_text(text)
+
+
+def test_text_with_neither_digits_nor_an_address_is_left_as_it_is() -> None:
+    text = "Please call me back about my parcel, I am at home all day."
+    assert mask_text(text) is text
+
+
 def test_masking_keeps_the_shape_and_hides_the_data() -> None:
     masked = mask_text(PRIVATE)
     assert "23456789" not in masked and "jane.doe" not in masked and "4111 1111 1111 1111" not in masked
