@@ -77,6 +77,10 @@ MAX_PROCESS_ATTEMPTS = 5
 UNKNOWN_STATUS_TRIES = 5
 # Events applied in one transaction: one commit (and one lock of the channel) per batch.
 PROCESS_BATCH = 200
+# An event that came this long ago and is due but still untouched lost its drain task (the
+# broker failed after the commit): beat's requeue drains its channel again. Far above a
+# normal drain's delay (seconds, or DRAIN_KEY_SECONDS behind a lost "queued" mark), so a
+# channel that is merely busy is not drained twice.
 STALLED_AFTER = timedelta(minutes=5)
 # How long "a drain is queued" is remembered: a lost task delays the next one at most this.
 DRAIN_KEY_SECONDS = 30

@@ -126,7 +126,7 @@ def can_view_billing(ctx: AccessContext, contact: Contact) -> bool:
     allowed = (
         ctx.api_token is None
         and _user_usable(ctx)
-        and ctx.user.has_perm(BILLING_PERMISSION)
+        and _role_grants(ctx, BILLING_PERMISSION)
         and visible_contacts(ctx).filter(pk=contact.pk).exists()
     )
     access_record(ctx, "inbox.invoice", contact.pk, Action.VIEW.value, allowed)
@@ -139,22 +139,26 @@ PII_PERMISSION = "inbox.view_pii"
 def pii_visible(ctx: AccessContext) -> bool:
     """Whether personal data is shown to the caller unmasked (a role's "view PII"); who
     lacks it sees masked names, handles and message parts, and reveals one item at a time."""
-    if not _user_usable(ctx):
-        return False
+    return _user_usable(ctx) and _role_grants(ctx, PII_PERMISSION)
+
+
+def _role_grants(ctx: AccessContext, permission: str) -> bool:
+    """Whether the caller's own or a team's role holds `permission` ("app_label.codename").
+    One EXISTS, not `has_perm`'s two queries (the user's and the groups' permissions): every
+    list, thread and conversation pane asks this."""
     if ctx.user.is_superuser:
         return True
-    # One EXISTS, not `has_perm`'s two queries (the user's and the groups' permissions):
-    # every list and thread the API answers asks this once.
-    app_label, codename = PII_PERMISSION.split(".")
+    app_label, codename = permission.split(".")
     return Permission.objects.filter(
         Q(user=ctx.user) | Q(group__user=ctx.user), content_type__app_label=app_label, codename=codename
     ).exists()
 
 
 def _conversations_to_open(ctx: AccessContext) -> QuerySet[Conversation]:
-    # A conversation is always shown and decided with its inbox and contact: joined into
-    # the one deciding query rather than loaded one by one afterwards.
-    return visible_conversations(ctx).select_related("inbox", "contact")
+    # A conversation is always shown and decided with its inbox and contact (and shown
+    # with its assignee): joined into the one deciding query rather than loaded one by one
+    # afterwards.
+    return visible_conversations(ctx).select_related("inbox", "contact", "assignee")
 
 
 _VISIBLE: dict[type[Model], Any] = {

@@ -477,10 +477,11 @@ def _queries(client: Client, url: str) -> int:
 # and 1 more: narrowed to one inbox, the counters (tabs and the inbox filter's unread counts,
 # every inbox in one query) need the scope of all the caller's inboxes settled once more.
 INBOX_PAGE_QUERIES = 16
-# 16 (the inbox and contact come joined into the deciding query), one upsert (opening the
-# conversation marks it read for the agent), one for the contact's other conversations in
-# the context pane, and the one "view PII" decision.
-CONVERSATION_PAGE_QUERIES = 19
+# 14 (the inbox, contact and assignee come joined into the deciding query; the billing
+# decision asks its role in one EXISTS), one upsert (opening the conversation marks it read
+# for the agent), one for the contact's other conversations in the context pane, and the one
+# "view PII" decision.
+CONVERSATION_PAGE_QUERIES = 17
 
 
 def test_inbox_page_query_count_does_not_grow(

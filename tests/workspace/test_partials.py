@@ -196,9 +196,10 @@ def test_a_snooze_preset_posts_a_time_the_status_form_accepts(segments: Segments
 # The labels for the bulk bar are one query of their own; each pane asks "view PII" once
 # (masking), whatever the number of rows. The caller's scope is settled once for the list
 # and its counters; the tabs and the inbox filter's unread counts are one query for every inbox.
-# The conversation comes with its inbox and contact in the deciding query.
+# The conversation comes with its inbox, contact and assignee in the deciding query, and the
+# billing decision asks the caller's roles in one EXISTS.
 LIST_PANE_QUERIES = 12
-CONVERSATION_PANE_QUERIES = 18
+CONVERSATION_PANE_QUERIES = 17
 
 
 def test_list_pane_query_count_does_not_grow(
@@ -223,6 +224,8 @@ def test_conversation_pane_query_count_does_not_grow(
 ) -> None:
     conversation = segments.support_conversations[0]
     conversation.labels.add(Label.objects.create(name="vip"))
+    # Named by the pane: loaded with the conversation, not on its own.
+    Conversation.objects.filter(pk=conversation.pk).update(assignee=segments.support_agent)
 
     def add_entries(count: int) -> None:
         Message.objects.bulk_create(
