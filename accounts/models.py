@@ -6,6 +6,12 @@ from django.db import models
 from django.utils import timezone
 
 
+def person_name(first_name: str, last_name: str, username: str) -> str:
+    """How pages name a person: the full name, or the username without one (as
+    `get_full_name() or get_username()`), for rows read as plain values."""
+    return f"{first_name} {last_name}".strip() or username
+
+
 class User(AbstractUser):  # type: ignore[django-manager-missing]  # django-otp's Device (untyped) subclassed in accounts.sso
     """A person (or an integration's service account) who signs in to Portcullis."""
 

@@ -23,6 +23,7 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.text import Truncator
 from django.utils.timesince import timesince
 
+from accounts.models import person_name
 from inbox.models import Conversation
 from inbox.selectors import ListRow
 from inbox.templatetags.pii import pii_name, pii_text
@@ -70,8 +71,9 @@ def _priority(priority: int) -> SafeString:
 def _assignee(row: ListRow) -> str | SafeString:
     if row["assignee_id"] is None:
         return _UNASSIGNED
-    full_name = f"{row['assignee_first_name']} {row['assignee_last_name']}".strip()
-    return full_name or str(row["assignee_username"])
+    return person_name(
+        row["assignee_first_name"] or "", row["assignee_last_name"] or "", row["assignee_username"] or ""
+    )
 
 
 def _row(row: ListRow, *, masked: bool, link: tuple[str, str], list_query: str, now: datetime) -> SafeString:

@@ -15,12 +15,14 @@ from django.core.exceptions import EmptyResultSet
 from django.db import connection
 from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery
 
+from accounts.models import person_name
 from inbox import policy
 from inbox.models import (
     CannedResponse,
     Contact,
     Conversation,
     ConversationRead,
+    Inbox,
     Invoice,
     Label,
     Message,
@@ -428,6 +430,13 @@ def contact_other_conversations(
     )
     policy.record_listing(ctx, Conversation, len(rows))
     return rows
+
+
+def assignee_choices(*, inbox: Inbox) -> list[tuple[int, str]]:
+    """Who may be offered as the assignee of the inbox's conversations (the policy's live
+    grants), as (id, name) by username: the menu needs no more than that of each."""
+    people = policy.users_with_inbox_grant(inbox).values_list("pk", "first_name", "last_name", "username")
+    return [(pk, person_name(first, last, username)) for pk, first, last, username in people]
 
 
 def labels() -> QuerySet[Label]:

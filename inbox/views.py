@@ -225,7 +225,7 @@ def _conversation_page(
         "inline_image_types": INLINE_IMAGE_TYPES,
         "thread": selectors.conversation_thread(conversation=conversation),
         "canned_responses": selectors.canned_responses(conversation=conversation),
-        "agents": policy.users_with_inbox_grant(conversation.inbox),
+        "agents": selectors.assignee_choices(inbox=conversation.inbox),
         "snooze_presets": forms.snooze_presets(),
         "invoices": None
         if invoices is None

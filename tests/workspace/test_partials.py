@@ -4,6 +4,7 @@ read state per agent, and query counts that do not grow with the data."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -251,6 +252,26 @@ def test_conversation_pane_query_count_does_not_grow(
     with django_assert_num_queries(CONVERSATION_PANE_QUERIES):
         response = sue.get(url(conversation), **HTMX)
     assert len(response.context["thread"]) > 600
+
+
+def test_the_assignee_menu_offers_exactly_who_holds_the_inbox(
+    segments: Segments, sue: Client, make_user: Callable[..., User]
+) -> None:
+    # Offered: the inbox's team, named by full name or else username. Not offered: another
+    # inbox's agent, a locked or inactive member, a service account.
+    named = make_user(username="alice", first_name="Alice", last_name="Agent")
+    locked = make_user(username="lou", locked_at=timezone.now())
+    gone = make_user(username="gus", is_active=False)
+    robot = make_user(username="robot", is_service_account=True)
+    for user in (named, locked, gone, robot):
+        user.groups.add(segments.support_team)
+
+    response = sue.get(url(segments.support_conversations[0]), **HTMX)
+
+    menu = re.search(r'<select id="assignee"[^>]*>(.*?)</select>', response.content.decode(), re.S)
+    assert menu is not None
+    offered = re.findall(r'<option value="(\d+)"[^>]*>([^<]*)</option>', menu.group(1))
+    assert offered == [(str(named.pk), "Alice Agent"), (str(segments.support_agent.pk), "sue")]
 
 
 # --- Context: the contact's other conversations; attachments ------------------------------
