@@ -49,6 +49,11 @@ def test_reveal_shows_the_message_and_the_contact_in_place(
     expect(contact.locator("[data-reveal-name]")).to_have_text("J••• D•••")
     assert "23456789" not in page.content() and "jane.doe@" not in page.content()
 
+    # Once its socket is open the page refreshes its panes (catching up on what happened
+    # before): a refresh shows the thread masked again, so reveal after it, as a person
+    # would. Under load the socket opened after the click and re-masked the revealed text.
+    expect(page.locator("[data-live-bar][data-connected]")).to_have_count(1)
+    page.wait_for_load_state("networkidle")
     page.evaluate("window.__notReloaded = true")
     message.get_by_role("button", name="Reveal").click()
     expect(message.locator("[data-reveal-body]")).to_have_text(PRIVATE)
