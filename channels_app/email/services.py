@@ -30,8 +30,10 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from django.conf import settings
 from django.db import DatabaseError, DataError, IntegrityError, connection, transaction
+from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
@@ -304,10 +306,57 @@ def _raw_store(channel: EmailChannel, rows: list[InboundEmail], result: IngestRe
                 duplicate_uids.append(row.uid)
         else:
             new[row.dedup_key] = row
-    InboundEmail.objects.bulk_create(new.values(), ignore_conflicts=True)
+    _raw_insert(list(new.values()))
     result.stored += len(new)
     result.duplicates += len(rows) - len(new)
     return duplicate_uids
+
+
+def _raw_insert(rows: list[InboundEmail]) -> None:
+    """Insert new raw rows in one statement, a key stored meanwhile skipped (ON CONFLICT DO
+    NOTHING, as `bulk_create(ignore_conflicts=True)` would).
+
+    Raw SQL on a cursor that binds its parameters on the server: Django's psycopg cursors
+    write every parameter into the statement's text, so each mail would travel as an
+    escaped literal twice its size for the server to parse back, most of the cost of
+    storing it (~0.7 ms a mail; ~0.2 ms bound). Here the bytes go as bytes (`%b`, a binary
+    array: psycopg's text one is slower still). Only the table name is interpolated."""
+    if not rows:
+        return
+    sql = f"""
+        INSERT INTO {InboundEmail._meta.db_table} (
+            channel_id, dedup_key, uidvalidity, uid, raw, size, truncated, status, reason,
+            attempts, from_address, subject, marked_on_server, received_at
+        )
+        SELECT *, %s::timestamptz FROM unnest(
+            %s::bigint[], %s::text[], %s::bigint[], %s::bigint[], %b::bytea[], %s::bigint[],
+            %s::boolean[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[], %s::boolean[]
+        )
+        ON CONFLICT (channel_id, dedup_key) DO NOTHING
+    """  # noqa: S608  # only the table name is interpolated, from the model; values are parameters
+    connection.ensure_connection()
+    # Wrapped as Django wraps its own, so query logging and execute wrappers see it.
+    wrapper = CursorDebugWrapper if connection.queries_logged else CursorWrapper
+    with wrapper(psycopg.Cursor(connection.connection), connection) as cursor:
+        cursor.execute(
+            sql,
+            [
+                timezone.now(),
+                [row.channel_id for row in rows],
+                [row.dedup_key for row in rows],
+                [row.uidvalidity for row in rows],
+                [row.uid for row in rows],
+                [bytes(row.raw) for row in rows],
+                [row.size for row in rows],
+                [row.truncated for row in rows],
+                [row.status for row in rows],
+                [row.reason for row in rows],
+                [row.attempts for row in rows],
+                [row.from_address for row in rows],
+                [row.subject for row in rows],
+                [row.marked_on_server for row in rows],
+            ],
+        )
 
 
 def _mark_done(channel: EmailChannel, mailbox: Mailbox, known_uids: list[int]) -> None:
@@ -397,6 +446,7 @@ def _batch_import(
     # The rules the ingest redacts by, for the raw copies of what it redacted.
     redact = dlp.inbound_redactor(inbox_id=channel.inbox_id)
     with transaction.atomic():
+        _compress_with_lz4()
         # Rows a concurrent run got to first are left to it.
         mine = set(
             InboundEmail.objects.select_for_update(skip_locked=True)
@@ -411,6 +461,20 @@ def _batch_import(
             else:
                 result.quarantined += 1
         _outcomes_write(done)
+
+
+def _compress_with_lz4() -> None:
+    """Make the transaction compress what it stores with lz4, where the server has it.
+
+    A batch stores some 25 KB of text and HTML per mail, and PostgreSQL's default
+    compression (pglz) took about five times as long as lz4 over it: ~0.4 ms of the
+    database's ~3 ms per mail. Its readers decompress either alike. Set for this
+    transaction only (SET LOCAL), so nothing else on the connection changes."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('default_toast_compression', 'lz4', true) FROM pg_settings "
+            "WHERE name = 'default_toast_compression' AND 'lz4' = ANY(enumvals)"
+        )
 
 
 def _outcomes_write(rows: list[InboundEmail]) -> None:

@@ -136,3 +136,26 @@ def test_a_reply_joins_its_parent_stored_earlier_in_the_same_batch(
     assert strangers.messages.count() == 1
     (note,) = strangers.notes.all()
     assert f"#{customers.pk}" in note.text and "not that conversation's contact" in note.text
+
+
+def test_a_batch_keeps_the_raw_bytes_exactly_and_compresses_its_text_with_lz4(
+    mail_account: MailAccount, make_channel: Callable[..., EmailChannel]
+) -> None:
+    channel = make_channel(mail_account)
+    # Long enough to be compressed (PostgreSQL compresses values of rows over ~2 KB).
+    raw = mail(subject="Long", body="My printer is on fire again. " * 400)
+    mail_account.append(raw)
+    assert services.email_channel_poll(channel_id=channel.pk).imported == 1
+    # Stored as bytes, not through an escaped literal: every byte as the server gave it.
+    assert bytes(InboundEmail.objects.get(channel=channel).raw) == raw
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
+        )
+        (has_lz4,) = cursor.fetchone()
+        if not has_lz4:
+            pytest.skip("this PostgreSQL was built without lz4")
+        cursor.execute(
+            "SELECT pg_column_compression(text) FROM inbox_message WHERE inbox_id = %s", [channel.inbox_id]
+        )
+        assert cursor.fetchall() == [("lz4",)]
