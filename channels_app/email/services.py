@@ -312,51 +312,67 @@ def _raw_store(channel: EmailChannel, rows: list[InboundEmail], result: IngestRe
     return duplicate_uids
 
 
-def _raw_insert(rows: list[InboundEmail]) -> None:
-    """Insert new raw rows in one statement, a key stored meanwhile skipped (ON CONFLICT DO
-    NOTHING, as `bulk_create(ignore_conflicts=True)` would).
+# The batch statements' columns of an inbound email: (field, PostgreSQL type).
+_RAW_COLUMNS = (
+    ("channel_id", "bigint"),
+    ("dedup_key", "text"),
+    ("uidvalidity", "bigint"),
+    ("uid", "bigint"),
+    ("raw", "bytea"),
+    ("size", "bigint"),
+    ("truncated", "boolean"),
+    ("status", "text"),
+    ("reason", "text"),
+    ("attempts", "int"),
+    ("from_address", "text"),
+    ("subject", "text"),
+    ("marked_on_server", "boolean"),
+)
+_OUTCOME_COLUMNS = (
+    ("id", "bigint"),
+    ("status", "text"),
+    ("reason", "text"),
+    ("message_id", "bigint"),
+    ("from_address", "text"),
+    ("subject", "text"),
+    ("processed_at", "timestamptz"),
+)
 
-    Raw SQL on a cursor that binds its parameters on the server: Django's psycopg cursors
-    write every parameter into the statement's text, so each mail would travel as an
-    escaped literal twice its size for the server to parse back, most of the cost of
-    storing it (~0.7 ms a mail; ~0.2 ms bound). Here the bytes go as bytes (`%b`, a binary
-    array: psycopg's text one is slower still). Only the table name is interpolated."""
-    if not rows:
-        return
-    sql = f"""
-        INSERT INTO {InboundEmail._meta.db_table} (
-            channel_id, dedup_key, uidvalidity, uid, raw, size, truncated, status, reason,
-            attempts, from_address, subject, marked_on_server, received_at
-        )
-        SELECT *, %s::timestamptz FROM unnest(
-            %s::bigint[], %s::text[], %s::bigint[], %s::bigint[], %b::bytea[], %s::bigint[],
-            %s::boolean[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[], %s::boolean[]
-        )
-        ON CONFLICT (channel_id, dedup_key) DO NOTHING
-    """  # noqa: S608  # only the table name is interpolated, from the model; values are parameters
+
+def _unnest(rows: list[InboundEmail], columns: tuple[tuple[str, str], ...]) -> tuple[str, list[list[Any]]]:
+    """`unnest(...)` of one array per column over the rows, and those arrays as its
+    parameters: a batch read or written in one statement. Bytes go as binary (`%b`)."""
+    arrays = ", ".join(f"{'%b' if kind == 'bytea' else '%s'}::{kind}[]" for _, kind in columns)
+    return f"unnest({arrays})", [[getattr(row, name) for row in rows] for name, _ in columns]
+
+
+@contextlib.contextmanager
+def _bound_cursor() -> Iterator[CursorWrapper]:
+    """A cursor that binds its parameters on the server. Django's psycopg cursors write
+    every parameter into the statement's text, so a batch of mails would travel as escaped
+    literals twice their size for the server to parse back: most of the cost of storing a
+    raw copy (~0.7 ms a mail; ~0.2 ms bound). Wrapped as Django wraps its own, so query
+    logging and execute wrappers see it."""
     connection.ensure_connection()
-    # Wrapped as Django wraps its own, so query logging and execute wrappers see it.
     wrapper = CursorDebugWrapper if connection.queries_logged else CursorWrapper
     with wrapper(psycopg.Cursor(connection.connection), connection) as cursor:
-        cursor.execute(
-            sql,
-            [
-                timezone.now(),
-                [row.channel_id for row in rows],
-                [row.dedup_key for row in rows],
-                [row.uidvalidity for row in rows],
-                [row.uid for row in rows],
-                [bytes(row.raw) for row in rows],
-                [row.size for row in rows],
-                [row.truncated for row in rows],
-                [row.status for row in rows],
-                [row.reason for row in rows],
-                [row.attempts for row in rows],
-                [row.from_address for row in rows],
-                [row.subject for row in rows],
-                [row.marked_on_server for row in rows],
-            ],
-        )
+        yield cursor
+
+
+def _raw_insert(rows: list[InboundEmail]) -> None:
+    """Insert new raw rows in one statement, a key stored meanwhile skipped (ON CONFLICT DO
+    NOTHING, as `bulk_create(ignore_conflicts=True)` would). Only the table and column
+    names are interpolated, from the model."""
+    if not rows:
+        return
+    source, params = _unnest(rows, _RAW_COLUMNS)
+    names = ", ".join(name for name, _ in _RAW_COLUMNS)
+    sql = (
+        f"INSERT INTO {InboundEmail._meta.db_table} ({names}, received_at)"  # noqa: S608  # names from the model
+        f" SELECT *, %s::timestamptz FROM {source} ON CONFLICT (channel_id, dedup_key) DO NOTHING"
+    )
+    with _bound_cursor() as cursor:
+        cursor.execute(sql, [timezone.now(), *params])
 
 
 def _mark_done(channel: EmailChannel, mailbox: Mailbox, known_uids: list[int]) -> None:
@@ -446,7 +462,6 @@ def _batch_import(
     # The rules the ingest redacts by, for the raw copies of what it redacted.
     redact = dlp.inbound_redactor(inbox_id=channel.inbox_id)
     with transaction.atomic():
-        _compress_with_lz4()
         # Rows a concurrent run got to first are left to it.
         mine = set(
             InboundEmail.objects.select_for_update(skip_locked=True)
@@ -463,51 +478,23 @@ def _batch_import(
         _outcomes_write(done)
 
 
-def _compress_with_lz4() -> None:
-    """Make the transaction compress what it stores with lz4, where the server has it.
-
-    A batch stores some 25 KB of text and HTML per mail, and PostgreSQL's default
-    compression (pglz) took about five times as long as lz4 over it: ~0.4 ms of the
-    database's ~3 ms per mail. Its readers decompress either alike. Set for this
-    transaction only (SET LOCAL), so nothing else on the connection changes."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT set_config('default_toast_compression', 'lz4', true) FROM pg_settings "
-            "WHERE name = 'default_toast_compression' AND 'lz4' = ANY(enumvals)"
-        )
-
-
 def _outcomes_write(rows: list[InboundEmail]) -> None:
     """Write the batch's outcomes on its rows, in one statement.
 
     Raw SQL because the ORM's `bulk_update` builds a CASE per field and row, and building
     it cost more than storing the batch's messages; an UPDATE from unnested arrays is one
-    round trip, its parameters passed as arrays. Only the table name is interpolated."""
+    round trip. Only the table and column names are interpolated, from the model."""
     if not rows:
         return
-    sql = f"""
-        UPDATE {InboundEmail._meta.db_table} AS inbound
-        SET status = outcome.status, reason = outcome.reason, message_id = outcome.message_id,
-            from_address = outcome.from_address, subject = outcome.subject,
-            processed_at = outcome.processed_at
-        FROM unnest(
-            %s::bigint[], %s::text[], %s::text[], %s::bigint[], %s::text[], %s::text[], %s::timestamptz[]
-        ) AS outcome(id, status, reason, message_id, from_address, subject, processed_at)
-        WHERE inbound.id = outcome.id
-    """  # noqa: S608  # only the table name is interpolated, from the model; values are parameters
-    with connection.cursor() as cursor:
-        cursor.execute(
-            sql,
-            [
-                [row.pk for row in rows],
-                [row.status for row in rows],
-                [row.reason for row in rows],
-                [row.message_id for row in rows],
-                [row.from_address for row in rows],
-                [row.subject for row in rows],
-                [row.processed_at for row in rows],
-            ],
-        )
+    source, params = _unnest(rows, _OUTCOME_COLUMNS)
+    names = [name for name, _ in _OUTCOME_COLUMNS]
+    assignments = ", ".join(f"{name} = outcome.{name}" for name in names if name != "id")
+    sql = (
+        f"UPDATE {InboundEmail._meta.db_table} AS inbound SET {assignments}"  # noqa: S608  # names from the model
+        f" FROM {source} AS outcome({', '.join(names)}) WHERE inbound.id = outcome.id"
+    )
+    with _bound_cursor() as cursor:
+        cursor.execute(sql, params)
 
 
 def _inbound(

@@ -149,13 +149,13 @@ def test_a_batch_keeps_the_raw_bytes_exactly_and_compresses_its_text_with_lz4(
     # Stored as bytes, not through an escaped literal: every byte as the server gave it.
     assert bytes(InboundEmail.objects.get(channel=channel).raw) == raw
     with connection.cursor() as cursor:
+        # lz4 where the server was built with it (inbox migration 0015), else its default.
         cursor.execute(
-            "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
+            "SELECT CASE WHEN 'lz4' = ANY(enumvals) THEN 'lz4' ELSE 'pglz' END"
+            " FROM pg_settings WHERE name = 'default_toast_compression'"
         )
-        (has_lz4,) = cursor.fetchone()
-        if not has_lz4:
-            pytest.skip("this PostgreSQL was built without lz4")
+        (expected,) = cursor.fetchone()
         cursor.execute(
             "SELECT pg_column_compression(text) FROM inbox_message WHERE inbox_id = %s", [channel.inbox_id]
         )
-        assert cursor.fetchall() == [("lz4",)]
+        assert cursor.fetchall() == [(expected,)]
