@@ -146,22 +146,29 @@ def test_counters_and_list_for_one_inbox_follow_the_grants(segments: Segments) -
     agent = segments.support_agent
     own = selectors.ConversationFilters(inbox_id=segments.support.pk)
     other = selectors.ConversationFilters(inbox_id=segments.billing.pk)
-    assert selectors.conversation_counters(ctx=ctx(agent), filters=own)["all"] == 3
+
+    def counts(filters: selectors.ConversationFilters) -> dict[str, int]:
+        return selectors.list_counters(ctx=ctx(agent), filters=filters).counts
+
+    assert counts(own)["all"] == 3
     assert len(selectors.conversation_list(ctx=ctx(agent), filters=own).rows) == 3
-    assert selectors.conversation_counters(ctx=ctx(agent), filters=other) == {
+    assert counts(other) == {
         "mine": 0,
         "unassigned": 0,
         "all": 0,
+        "mine_unread": 0,
+        "unassigned_unread": 0,
+        "all_unread": 0,
     }
     assert not selectors.conversation_list(ctx=ctx(agent), filters=other).rows
     # One conversation of the other inbox granted on its own: exactly that one shows.
     escalated = segments.billing_conversations[0]
     assign_perm("view_conversation", agent, escalated)
     assert [c.pk for c in selectors.conversation_list(ctx=ctx(agent), filters=other).rows] == [escalated.pk]
-    assert selectors.conversation_counters(ctx=ctx(agent), filters=other)["all"] == 1
+    assert counts(other)["all"] == 1
     # A locked account counts nothing, anywhere.
     agent.locked_at = timezone.now()
-    assert selectors.conversation_counters(ctx=ctx(agent), filters=own)["all"] == 0
+    assert counts(own)["all"] == 0
 
 
 def test_a_missing_id_and_another_segments_id_cost_the_same_and_are_both_recorded(
@@ -177,6 +184,9 @@ def test_a_missing_id_and_another_segments_id_cost_the_same_and_are_both_recorde
     foreign = segments.billing_conversations[0].pk
     missing = max(c.pk for c in segments.billing_conversations) + 10_000
     web = verified_client(agent)
+    # The first request of a run fills what every request shares (the blocked addresses,
+    # cached in Redis): not part of either probe. Alone in a fresh run the test failed here.
+    assert web.get("/").status_code == 200
 
     shapes = []
     for conversation_id in (foreign, missing):
