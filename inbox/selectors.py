@@ -280,16 +280,11 @@ def conversation_list_rows(
 
 
 def _visible_and_read(
-    ctx: AccessContext,
-    scope: policy.ConversationScope,
-    filters: ConversationFilters,
-    *,
-    columns: tuple[str, ...],
-    with_read: bool,
+    ctx: AccessContext, scope: policy.ConversationScope, filters: ConversationFilters
 ) -> tuple[list[str], list[Any], list[str], list[Any]]:
-    """The SQL of `columns` over the caller's visible conversations under `filters`, one
-    SELECT per part of the scope (to be joined by UNION ALL), and with `with_read` the same
-    over those the caller has read since their last activity."""
+    """The SQL of (inbox, assignee) over the caller's visible conversations under `filters`,
+    one SELECT per part of the scope (to be joined by UNION ALL), and the same over those the
+    caller has read since their last activity."""
     parts = [scope.by_inbox] if scope.by_conversation is None else [scope.by_inbox, scope.by_conversation]
     visible: list[str] = []
     read: list[str] = []
@@ -298,48 +293,24 @@ def _visible_and_read(
     for part in parts:
         narrowed = _narrowed(Conversation.objects.filter(part), filters)
         try:
-            sql, part_params = narrowed.values(*columns).query.sql_with_params()
-            if with_read:
-                read_sql, read_part_params = (
-                    narrowed.filter(Exists(_read_since_last_activity(ctx)))
-                    .values(*columns)
-                    .query.sql_with_params()
-                )
-                read.append(read_sql)
-                read_params.extend(read_part_params)
+            sql, part_params = narrowed.values("inbox_id", "assignee_id").query.sql_with_params()
+            read_sql, read_part_params = (
+                narrowed.filter(Exists(_read_since_last_activity(ctx)))
+                .values("inbox_id", "assignee_id")
+                .query.sql_with_params()
+            )
         except EmptyResultSet:  # a part that can match nothing (no grant, locked user)
             continue
         visible.append(sql)
         visible_params.extend(part_params)
+        read.append(read_sql)
+        read_params.extend(read_part_params)
     return visible, visible_params, read, read_params
 
 
 # Mine, unassigned and all, as the columns of one SELECT; its one parameter is the caller.
 _COUNTS = "COUNT(*) FILTER (WHERE assignee_id = %s), COUNT(*) FILTER (WHERE assignee_id IS NULL), COUNT(*)"
 _COUNTER_NAMES = ("mine", "unassigned", "all")
-
-
-def conversation_counters(
-    *, ctx: AccessContext, filters: ConversationFilters, scope: policy.ConversationScope | None = None
-) -> dict[str, int]:
-    """Mine / unassigned / all for the current filters, in one query.
-
-    The two parts of the caller's scope are counted through UNION ALL rather than one OR:
-    each part is then answered from the (inbox, status, assignee) index alone, without
-    visiting the table (an OR forces a bitmap heap scan over every matching row).
-    """
-    if scope is None:
-        scope = list_scope(ctx=ctx, filters=filters)
-    visible, visible_params, _, _ = _visible_and_read(
-        ctx, scope, filters, columns=("assignee_id",), with_read=False
-    )
-    if not visible:
-        return dict.fromkeys(_COUNTER_NAMES, 0)
-    # Composed from ORM-compiled, parameterised SQL: no value is interpolated.
-    sql = f"SELECT {_COUNTS} FROM ({' UNION ALL '.join(visible)}) AS visible"  # noqa: S608
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [ctx.user.pk, *visible_params])
-        return dict(zip(_COUNTER_NAMES, cursor.fetchone(), strict=True))
 
 
 @dataclass(frozen=True)
@@ -360,16 +331,16 @@ def list_counters(
     counts and (summed, or the filter's inbox alone) the tabs. `scope` is `list_scope()` of
     the filters without an inbox, when the caller has it.
 
-    Parts are joined by UNION ALL, as `conversation_counters` does, for the same reason.
-    Unread is counted as all minus read: the read part starts from the caller's own read
+    The two parts of the caller's scope are counted through UNION ALL rather than one OR:
+    each part is then answered from the (inbox, status, assignee) index alone, without
+    visiting the table (an OR forces a bitmap heap scan over every matching row). Unread is
+    counted as all minus read: the read part starts from the caller's own read
     marks, a few rows per agent, instead of probing one per visible conversation.
     """
     unfiltered = replace(filters, inbox_id=None)
     if scope is None:
         scope = list_scope(ctx=ctx, filters=unfiltered)
-    visible, visible_params, read, read_params = _visible_and_read(
-        ctx, scope, unfiltered, columns=("inbox_id", "assignee_id"), with_read=True
-    )
+    visible, visible_params, read, read_params = _visible_and_read(ctx, scope, unfiltered)
     # Per inbox: (mine, unassigned, all) visible and (mine, unassigned, all) read.
     per_inbox: dict[int, list[int]] = {}
     if visible:

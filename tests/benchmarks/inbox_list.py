@@ -4,7 +4,8 @@ Run: `DATABASE_URL=postgres://postgres@127.0.0.1:5432/portcullis_bench .venv/bin
 tests/benchmarks/inbox_list.py [--conversations N]` (defaults to the issue's sizes). It
 (re)creates its own database, bulk-loads it server-side, then times, on the same data:
 
-- the policy-filtered list (first page of 50, and a filtered page) and the counters, at
+- the policy-filtered list (first page of 50, and a filtered page) and the counters (mine,
+  unassigned, all and their unread counts, as the pages show them), at
   the selector (database) level and through the API endpoint (full server time);
 - the floor: the very same selector queries with the permission filter removed;
 - stock django-guardian: `get_objects_for_user` over generic object-permission rows.
@@ -185,7 +186,7 @@ def main() -> None:
         return lambda: selectors.conversation_list(ctx=ctx, filters=filters).rows
 
     def counters(filters: selectors.ConversationFilters) -> Callable[[], Any]:
-        return lambda: selectors.conversation_counters(ctx=ctx, filters=filters)
+        return lambda: selectors.list_counters(ctx=ctx, filters=filters)
 
     runs = args.runs
     policy_figures = {
