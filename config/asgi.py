@@ -1,14 +1,19 @@
 """ASGI entry point: HTTP and websockets, or one of them (settings.ASGI_SERVES).
 
-Django is set up first so that the routing modules can import models.
+Django is set up first so that the routing modules can import models. HTTP goes through
+config.handler (one thread hand-over per request), not Django's stock ASGI handler.
 """
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)
+
+from config.handler import OneHandOverHandler  # noqa: E402
+
+django_asgi_app = OneHandOverHandler()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

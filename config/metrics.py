@@ -11,9 +11,7 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
@@ -76,39 +74,19 @@ REGISTRY.register(QueueLengths())
 
 
 class RequestMetricsMiddleware:
-    """Times every HTTP request (outermost, so the gates' own time counts).
+    """Times every HTTP request but static files (outermost, so the gates' own time
+    counts; static files are served before the middleware, config.handler)."""
 
-    Sync and async: under ASGI the middleware below it up to the first sync one run on the
-    event loop, and a sync-only outermost layer would cost each request two more thread
-    hand-overs (into a thread for this, back to the loop for those)."""
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
-        if iscoroutinefunction(get_response):
-            markcoroutinefunction(self)
 
-    def __call__(self, request: HttpRequest) -> Any:
-        if iscoroutinefunction(self):
-            return self._timed_async(request)
+    def __call__(self, request: HttpRequest) -> HttpResponse:
         started = time.perf_counter()
         response = self.get_response(request)
-        self._observe(request, response, started)
-        return response
-
-    async def _timed_async(self, request: HttpRequest) -> HttpResponse:
-        started = time.perf_counter()
-        response = await self.get_response(request)
-        self._observe(request, response, started)
-        return response
-
-    @staticmethod
-    def _observe(request: HttpRequest, response: HttpResponse, started: float) -> None:
         REQUEST_SECONDS.labels(request.method or "", f"{response.status_code // 100}xx").observe(
             time.perf_counter() - started
         )
+        return response
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:

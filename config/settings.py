@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import dj_database_url
@@ -79,7 +80,6 @@ MIDDLEWARE = [
     # Outermost: request latency for the metrics endpoint includes every gate below.
     "config.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "servestatic.middleware.ServeStaticMiddleware",
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -171,6 +171,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 # for a thread rather than for the database. Each thread holds at most one connection, so
 # a socket process's DB_POOL_SIZE must be at least this plus one (the agents' gate).
 SOCKET_DB_THREADS = int(os.environ.get("SOCKET_DB_THREADS", "16"))
+# Threads for HTTP requests in one server process (config.handler): each request holds
+# one from its body read to its response, and at most one database connection, so a
+# process's DB_POOL_SIZE must be at least this (plus the sockets' when it serves both). A
+# request finding every thread busy waits for one instead of failing.
+HTTP_THREADS = int(os.environ.get("HTTP_THREADS", "8"))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
@@ -634,6 +639,15 @@ STATIC_ROOT = BASE_DIR / "var" / "static"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", str(BASE_DIR / "var" / "media")))
 SERVESTATIC_USE_FINDERS = DEBUG or not STATIC_ROOT.exists()
+
+
+def _static_file_headers(headers: Any, path: str, url: str) -> None:
+    """Static files are served before the middleware (config.handler): what
+    SecurityMiddleware gives every page that matters for a file, it gets here."""
+    headers["X-Content-Type-Options"] = "nosniff"
+
+
+SERVESTATIC_ADD_HEADERS_FUNCTION = _static_file_headers
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -174,10 +174,10 @@ def ws_deflate() -> str:
 
 
 def db_pool_size(serves: str) -> int:
-    """Connections from a pool: under ASGI each HTTP request runs on a thread of its own (16
-    for pages); sockets need one per socket database thread and one for the agents' gate
-    (accounts.sockets), so none of them waits for a connection."""
-    pages, sockets = 16, settings.SOCKET_DB_THREADS + 1
+    """Connections from a pool: one per HTTP request thread (config.handler); sockets need
+    one per socket database thread and one for the agents' gate (accounts.sockets), so none
+    of them waits for a connection."""
+    pages, sockets = settings.HTTP_THREADS, settings.SOCKET_DB_THREADS + 1
     return {"http": pages, "sockets": sockets, "all": pages + sockets}[serves]
 
 

@@ -17,8 +17,8 @@ Then, on that one server:
    the worker drains, from the first delivery until every one is a message;
 5. 1,000 replays of delivered messages (answered 200, stored once).
 
-The server and worker use a connection pool (DB_POOL_SIZE, default 4 here), as deployed
-behind ASGI. Prints one JSON line.
+The server and worker use a connection pool (DB_POOL_SIZE, default 8 here: one per HTTP
+request thread), as deployed behind ASGI. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ os.environ.setdefault("HTTPS", "0")
 os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
 # A connection pool per process (config/settings.py: DB_POOL_SIZE), as deployed behind ASGI.
-os.environ.setdefault("DB_POOL_SIZE", "4")
+os.environ.setdefault("DB_POOL_SIZE", "8")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 from tests.benchmarks import report  # noqa: E402
