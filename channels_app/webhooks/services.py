@@ -386,7 +386,10 @@ def inbound_events_drain(*, channel_id: int, now: datetime | None = None) -> Dra
     if not prepared:
         return result
     with transaction.atomic():
-        SocialChannel.objects.select_for_update().filter(pk=channel_id).values_list("pk").first()
+        # FOR NO KEY UPDATE: two drains still exclude each other, but a delivery's INSERT
+        # (whose foreign key takes FOR KEY SHARE on this row) is not held for the batch. FOR
+        # UPDATE held every intake for as long as a batch took: intake p99 35 ms at 256/s.
+        SocialChannel.objects.select_for_update(no_key=True).filter(pk=channel_id).values_list("pk").first()
         still_received = set(
             InboundEvent.objects.filter(
                 pk__in=[ready.event.pk for ready in prepared], status=EventStatus.RECEIVED

@@ -6,6 +6,7 @@ bad event failing alone, a failure mid-batch leaving everything to do again)."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -250,3 +251,43 @@ def test_a_failure_mid_batch_loses_nothing_and_the_retry_stores_each_once(
     assert messages.count() == 20 and Conversation.objects.filter(inbox=channel.inbox).count() == 5
     assert set(events.values_list("status", flat=True)) == {Status.PROCESSED}
     cache.delete(queued)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delivery_is_stored_while_a_drain_holds_its_channel(
+    client: Client, meta_channel: Callable[..., MetaChannel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    channel = meta_channel()
+    queued = f"channels_app:drain-queued:{channel.pk}"
+    cache.set(queued, 1, timeout=60)  # no worker takes these: this test drains them
+    deliver(client, channel, 1, tag="before", senders=1)
+    holding, release = threading.Event(), threading.Event()
+    apply_run = social_services._apply_run
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        holding.set()
+        release.wait(10)
+        return apply_run(*args, **kwargs)
+
+    monkeypatch.setattr(social_services, "_apply_run", held)
+
+    def drainer() -> None:
+        try:
+            social_services.inbound_events_drain(channel_id=channel.pk)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=drainer)
+    thread.start()
+    try:
+        assert holding.wait(5)
+        # Blocked behind the drain's lock, the insert would fail here instead of waiting.
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '2s'")
+        deliver(client, channel, 1, tag="during", senders=1)
+    finally:
+        release.set()
+        thread.join(10)
+        cache.delete(queued)
+    assert InboundEvent.objects.filter(event_key="wamid:wamid.during0").exists()
+    assert Message.objects.filter(inbox=channel.inbox, text="before 0").exists()
