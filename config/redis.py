@@ -45,10 +45,10 @@ _caches: dict[int, BaseCache] = {}
 
 def cache_shared() -> BaseCache:
     """The default cache as one handle for the whole process, for what is asked of it on
-    every request. Django's `cache` is a handle per thread, and under ASGI each request
-    runs in a thread of its own whose handle is closed when it ends: every request would
-    connect to Redis anew, under load the largest part of a small request's time. The
-    handle's pool is thread-safe; it is rebuilt as the client above is."""
+    every request. Django's `cache` is a handle per thread, each with a pool of its own:
+    under Django's stock ASGI handler (a thread per request) every request connected to
+    Redis anew, and the threads that serve now (HTTP_THREADS, the sockets') would still each
+    hold connections. The handle's pool is thread-safe; it is rebuilt as the client above is."""
     key = os.getpid()
     handle = _caches.get(key)
     if handle is None:

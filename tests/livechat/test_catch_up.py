@@ -8,6 +8,7 @@ never arrived.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from channels_app.livechat import selectors
 from channels_app.models import LiveChatChannel
 from config.redis import redis_client
 from inbox import services
-from inbox.events import GAP_GRACE_SECONDS, SequenceWatch, inbox_group
+from inbox.events import GAP_GRACE_SECONDS, SEQUENCE_TTL_SECONDS, SequenceWatch, _numbered, inbox_group
 from inbox.models import ContactIdentity, Conversation, Message
 from inbox.policy import AccessContext
 from tests.livechat.conftest import Chat, agent_socket, db, new_id, next_event, say, visitor
@@ -64,6 +65,28 @@ def test_sequence_watch_waits_for_late_numbers_and_catches_up_on_loss_or_restart
     assert watch.compare("inbox.1", 0)  # Redis restarted and no event since
     watch.start({"inbox.2": 0})
     assert watch.see("inbox.2", 10**15)  # a new stream's first event: nothing known before it
+
+
+def test_a_batch_of_sends_is_numbered_per_stream_in_order_from_the_clock() -> None:
+    first, other = f"inbox.{new_id()}", f"inbox.{new_id()}"
+    event = {"type": "inbox.event", "event": "message.created"}
+    typing = {"type": "livechat.typing"}
+    before = time.time_ns() // 1000
+
+    numbered = _numbered([(first, event), (other, event), (first, typing), (first, event)])
+
+    # A new stream starts from the clock, then counts one by one, in the order sent.
+    start = numbered[0]["seq"]
+    assert start > before
+    assert numbered[3]["seq"] == start + 1
+    # Each stream counts for itself: the other one's first number is its own start.
+    assert numbered[1]["seq"] == start
+    # A momentary notice carries no number, and takes none.
+    assert "seq" not in numbered[2]
+    assert int(redis_client().get(f"portcullis:live:seq:{first}")) == start + 1
+    assert 0 < redis_client().ttl(f"portcullis:live:seq:{first}") <= SEQUENCE_TTL_SECONDS
+    # The next batch goes on from there.
+    assert _numbered([(first, event)])[0]["seq"] == start + 2
 
 
 async def test_a_lost_inbox_event_makes_the_agent_page_catch_up(chat: Chat) -> None:
