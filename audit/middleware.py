@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.conf import settings
+from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
 from django.urls import Resolver404, resolve, reverse
 
@@ -12,7 +13,6 @@ from accounts.views import step_up_page
 from audit.alerts.blocks import BLOCKS_KEY, block_holding
 from audit.alerts.responses import step_up_key
 from audit.services import access_events_batched, client_ip
-from config.redis import cache_shared
 from inbox.policy import StepUpRequired
 
 IDP_STEP_UP_URL_NAMES = frozenset({"accounts:sso_step_up", "accounts:sso_callback"})
@@ -36,7 +36,7 @@ class AlertResponseMiddleware:
         keys = [BLOCKS_KEY]
         if user_id is not None:
             keys.append(step_up_key(user_id))
-        found = cache_shared().get_many(keys)
+        found = cache.get_many(keys)
         if address and block_holding(address, found.get(BLOCKS_KEY)) is not None:
             # Not recorded per request: the block, its alert and its evidence are.
             if request.path_info.startswith("/api/"):

@@ -1,5 +1,5 @@
-"""One Redis client per process for the code that talks to Redis directly (not through
-Django's cache, the channel layer or Celery, which keep their own pools).
+"""One Redis client per process for the code that talks to Redis directly, and one pool per
+process for Django's cache (the channel layer and Celery keep their own pools).
 
 A client built per call owns its pool and closes it when it is collected: with redis-py
 8 that closed connections other threads of the same process were still reading ("Bad
@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import Any
 
 import redis
 from django.conf import settings
-from django.core.cache import BaseCache, caches
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
@@ -40,23 +40,26 @@ def redis_client() -> redis.Redis:
     return client
 
 
-_caches: dict[int, BaseCache] = {}
+class ProcessConnectionPool(redis.ConnectionPool):
+    """The connection pool of Django's Redis cache (CACHES' `pool_class`): one per process
+    and server, whatever handle asks.
 
+    Django keeps a cache handle per context (asgiref's Local), each building its own pool:
+    under ASGI every request and every socket's database call is a context of its own, so
+    each one that used the cache connected to Redis anew, under load the largest part of a
+    small request's time and most of a visitor's first message. A forked child (Celery
+    prefork) builds its own, and must not use its parent's sockets."""
 
-def cache_shared() -> BaseCache:
-    """The default cache as one handle for the whole process, for what is asked of it on
-    every request. Django's `cache` is a handle per thread, each with a pool of its own:
-    under Django's stock ASGI handler (a thread per request) every request connected to
-    Redis anew, and the threads that serve now (HTTP_THREADS, the sockets') would still each
-    hold connections. The handle's pool is thread-safe; it is rebuilt as the client above is."""
-    key = os.getpid()
-    handle = _caches.get(key)
-    if handle is None:
-        with _lock:
-            handle = _caches.get(key)
-            if handle is None:
-                handle = _caches[key] = caches.create_connection("default")
-    return handle
+    _shared: dict[tuple[int, str, str], redis.ConnectionPool] = {}
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> redis.ConnectionPool:  # type: ignore[override]
+        key = (os.getpid(), url, repr(sorted(kwargs.items())))
+        pool = cls._shared.get(key)
+        if pool is None:
+            with _lock:
+                pool = cls._shared.setdefault(key, redis.ConnectionPool.from_url(url, **kwargs))
+        return pool
 
 
 @receiver(setting_changed)
@@ -65,5 +68,3 @@ def _forget_handles(*, setting: str, **_: object) -> None:
     # its own pool until it is dropped.
     if setting == "REDIS_URL":
         _clients.clear()
-    elif setting == "CACHES":
-        _caches.clear()

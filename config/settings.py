@@ -202,6 +202,8 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "portcullis",
+            # One pool per process, not per handle (config/redis.py says why).
+            "OPTIONS": {"pool_class": "config.redis.ProcessConnectionPool"},
         }
     }
     CHANNEL_LAYERS = {

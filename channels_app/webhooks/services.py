@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import NoReturn
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import DataError, IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F
 from django.http import HttpRequest
@@ -51,7 +52,6 @@ from channels_app.webhooks.items import (
 )
 from channels_app.webhooks.models import InboundEvent, SocialChannel, VerificationMode
 from channels_app.webhooks.registry import PROVIDERS
-from config.redis import cache_shared
 from inbox import dlp
 from inbox.models import Attachment, ChannelKind, Inbox, Message
 from inbox.services import (
@@ -338,14 +338,14 @@ def process_later(channel_id: int) -> None:
     task then takes many events, instead of one task per delivery."""
     from channels_app.webhooks import tasks as social_tasks
 
-    if cache_shared().add(_drain_key(channel_id), 1, timeout=DRAIN_KEY_SECONDS):
+    if cache.add(_drain_key(channel_id), 1, timeout=DRAIN_KEY_SECONDS):
         social_tasks.social_events_drain.delay(channel_id)
 
 
 def inbound_events_drain_started(*, channel_id: int) -> None:
     """A drain task is starting: deliveries stored from now on queue another one. Called
     before the drain looks for events, so none committed in between is missed."""
-    cache_shared().delete(_drain_key(channel_id))
+    cache.delete(_drain_key(channel_id))
 
 
 def inbound_events_drain(*, channel_id: int, now: datetime | None = None) -> DrainResult:

@@ -62,10 +62,10 @@ def monitoring_off() -> Iterator[None]:
     from audit import middleware, services
     from inbox.policy import decisions
 
-    recorder, scorers, cache_shared = (
+    recorder, scorers, cache = (
         decisions.access_event_record,
         list(services.ACCESS_EVENT_SCORERS),
-        middleware.cache_shared,
+        middleware.cache,
     )
 
     class NoCache:
@@ -74,13 +74,13 @@ def monitoring_off() -> Iterator[None]:
 
     decisions.access_event_record = lambda **kwargs: None  # type: ignore[assignment]
     services.ACCESS_EVENT_SCORERS.clear()
-    middleware.cache_shared = NoCache  # type: ignore[assignment]
+    middleware.cache = NoCache()  # type: ignore[assignment]
     try:
         yield
     finally:
         decisions.access_event_record = recorder
         services.ACCESS_EVENT_SCORERS[:] = scorers
-        middleware.cache_shared = cache_shared
+        middleware.cache = cache
 
 
 def paired(get: Callable[[], Any], *, runs: int) -> dict[str, Any]:

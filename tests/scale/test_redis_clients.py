@@ -13,16 +13,20 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 import redis
+from asgiref.testing import ApplicationCommunicator
 from channels.layers import get_channel_layer
 
 from accounts import throttle
 from channels_app.livechat import services as livechat
+from config.asgi import application
 from config.redis import redis_client
 from inbox import events
 from tests.scale.conftest import PrivateRedis
 
 THREADS, ROUNDS = 24, 40
+HOST = [(b"host", b"testserver")]
 GROUP = "scale.events"
 
 
@@ -80,3 +84,21 @@ def test_one_client_per_process_and_url(on_private_redis: PrivateRedis, settings
     settings.REDIS_URL = on_private_redis.url.replace("/0", "/1")
     assert redis_client() is not first
     assert redis_client().connection_pool.connection_kwargs["db"] == 1
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_requests_share_the_cache_pool_instead_of_connecting_each(
+    on_private_redis: PrivateRedis,
+) -> None:
+    # Every request asks the cache (the blocked-address check), each from a context, and so
+    # a cache handle, of its own: their pools must be one.
+    opened_before = on_private_redis.info("stats")["total_connections_received"]
+    for _ in range(30):
+        scope = {"type": "http", "method": "GET", "path": "/healthz", "query_string": b"", "headers": HOST}
+        communicator = ApplicationCommunicator(application, scope)
+        await communicator.send_input({"type": "http.request", "body": b""})
+        assert (await communicator.receive_output(timeout=5))["status"] == 200
+        await communicator.receive_output(timeout=5)
+    opened = on_private_redis.info("stats")["total_connections_received"] - opened_before
+    # At most one per thread that served them at once (one after another here: one).
+    assert opened <= 2, opened
