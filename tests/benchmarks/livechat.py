@@ -435,10 +435,16 @@ async def application_run(
         await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), timeout=15)
 
     v2a: list[float] = []
+    # By when the message was sent, in 10-second steps: a backlog early on (every visitor's
+    # first message takes the longer path that creates its conversation) shows as such.
+    by_ten_seconds: defaultdict[int, list[float]] = defaultdict(list)
+    first_sent = min(tally.sent_at.values(), default=0.0)
     for client_id, sent in tally.sent_at.items():
         message_id = tally.message_of.get(client_id)
         if message_id is not None:
-            v2a.extend(seen - sent for seen in tally.agent_seen.get(message_id, []))
+            seen = [at - sent for at in tally.agent_seen.get(message_id, [])]
+            v2a.extend(seen)
+            by_ten_seconds[int((sent - first_sent) // 10)].extend(seen)
     a2v = [
         tally.reply_seen_at[tag] - sent
         for tag, sent in tally.reply_sent_at.items()
@@ -447,6 +453,9 @@ async def application_run(
     return {
         "connect_s": round(connect_seconds, 1),
         "visitor_to_agent": summary(v2a, len(tally.sent_at) * len(agents)),
+        "visitor_to_agent_p50_ms_by_10_s": [
+            percentile(by_ten_seconds[step], 0.50) for step in sorted(by_ten_seconds)
+        ],
         "agent_to_visitor": summary(a2v, len(tally.reply_sent_at)),
         "unacknowledged": len(tally.sent_at) - len(tally.message_of),
         "unsent": tally.unsent,
