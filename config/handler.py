@@ -29,9 +29,10 @@ from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest, get_script_prefix
 from django.core.handlers.base import BaseHandler
 from django.db import close_old_connections
-from django.http import FileResponse, HttpResponseBase
+from django.http import FileResponse, HttpResponseBase, HttpResponseNotFound
 from django.urls import set_script_prefix
 from servestatic.middleware import ServeStaticMiddleware
+from servestatic.responders import MissingFileError
 
 
 @functools.cache
@@ -66,16 +67,24 @@ class OneHandOverHandler(ASGIHandler):
         set_script_prefix(get_script_prefix(scope))
         created = self.create_request(scope, body_file)
         # A request Django could not make (an undecodable path, say) gets its error answer.
-        response = created[1] if created[0] is None else await self.static_files(created[0])
+        response = created[1] if created[0] is None else await self._static_or_respond(created[0])
         try:
             if isinstance(response, FileResponse):
                 response.block_size = self.chunk_size
             await self.send_response(response, send)
         finally:
-            # respond() closed every other response before it was sent.
-            if response.streaming or created[0] is None:
+            # respond() closes what it can before the response is sent; the rest is closed here.
+            if not response.closed:
                 await _in_pool(response.close)()
             body_file.close()
+
+    async def _static_or_respond(self, request: ASGIRequest) -> HttpResponseBase:
+        try:
+            return await self.static_files(request)
+        except MissingFileError as error:
+            # With DEBUG on, ServeStatic names the directories it looked in for a static URL
+            # that is no file; in production such a URL reaches the views, and their 404.
+            return HttpResponseNotFound(str(error), content_type="text/plain; charset=utf-8")
 
     def respond(self, request: ASGIRequest) -> HttpResponseBase:
         """The request through the (sync) middleware chain and its view, in a pool thread."""

@@ -94,6 +94,19 @@ async def test_static_files_are_served_without_the_middleware(threads_seen: list
     assert [step for step, _ in threads_seen if step != "finished"] == []
 
 
+async def test_a_static_url_naming_no_file_is_a_404_with_debug_on_too(settings: Any) -> None:
+    # With DEBUG on, ServeStatic raises where it looked; that is an answer, not a crash.
+    settings.DEBUG = True
+    status, _, body = await get("/static/css/no-such-file.css")
+    assert status == 404
+    assert b"did not find the file 'css/no-such-file.css'" in body
+    # Production sends the URL on to the views: the site's own 404.
+    settings.DEBUG = False
+    status, _, body = await get("/static/css/no-such-file.css")
+    assert status == 404
+    assert b"did not find" not in body
+
+
 async def test_a_request_django_cannot_read_is_answered_400(threads_seen: list[tuple[str, str]]) -> None:
     status, _, _ = await get("/healthz", query=b"q=\xff")
 
