@@ -137,7 +137,10 @@ def _allowed(contacts: tuple[str, ...]) -> frozenset[str]:
 
 # --- Payment cards ----------------------------------------------------------------------------
 
-CARD_CANDIDATE = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+# Not preceded by a digit or a dash, checked after the first digit rather than before it:
+# a pattern that starts with a digit lets the engine skip to the next digit, where a
+# leading lookbehind made it try every position (half the scan's time on a 13 KB mail).
+CARD_CANDIDATE = re.compile(r"\d(?<![\d-]\d)(?:[ -]?\d){12,18}(?![\d-])")
 # Issuer prefixes of the card brands in use (Visa, Mastercard, Amex, Discover, Diners, JCB,
 # Maestro, UnionPay): an id that passes Luhn but starts otherwise is not a card.
 CARD_ISSUER = re.compile(r"4|5[0-5]|2[2-7]|3[47]|3[068]|35|6[0-9]")

@@ -100,6 +100,16 @@ def test_keywords_nearby_raise_confidence_and_contradicting_words_lower_it() -> 
     )
 
 
+def test_a_card_number_stands_alone_in_the_text_to_be_found() -> None:
+    rules = [DlpRule(name="cards", kinds=[DlpKind.CARD])]
+    # At the very start, after a space or a letter, and at the end: found.
+    for text in (CARD, f"card {CARD}", f"x{CARD}", f"{CARD}."):
+        assert [f.candidate.start for f in scan(text, rules)] == [text.index("4")], text
+    # Run on from a longer number or a dash on either side: a part of something else.
+    for text in (f"9{CARD}", f"-{CARD}", f"{CARD}-", f"{CARD}9", f"ref 12-{CARD}"):
+        assert scan(text, rules) == [], text
+
+
 def test_card_is_masked_to_its_first_six_and_last_four() -> None:
     [finding] = scan(f"card {CARD}", [DlpRule(name="cards", kinds=[DlpKind.CARD])])
     assert finding.candidate.masked == "4111 11•• •••• 1111"
