@@ -1,6 +1,6 @@
 """HTTP under ASGI (config.handler): a request's signals, gates and view run in one thread of
-a fixed pool, static files are served on the loop without the middleware, and what Django
-cannot read as a request still gets an answer."""
+a fixed pool, the gates refuse as they did, static files are served on the loop without the
+middleware, and what Django cannot read as a request still gets an answer."""
 
 from __future__ import annotations
 
@@ -10,16 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from asgiref.testing import ApplicationCommunicator
 from django.conf import settings
 from django.core.signals import request_finished, request_started
 
 from accounts.middleware import VerifiedAccessMiddleware
-from config.asgi import application
+from tests.asgi import asgi_get
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-HOST = [(b"host", b"testserver")]
 
 
 @pytest.fixture
@@ -52,23 +49,9 @@ def threads_seen(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, st
         request_finished.disconnect(finished)
 
 
-async def get(path: str, query: bytes = b"") -> tuple[int, dict[bytes, bytes], bytes]:
-    """Status, headers and body; the last body message may carry no body (ASGI allows it)."""
-    scope = {"type": "http", "method": "GET", "path": path, "query_string": query, "headers": HOST}
-    communicator = ApplicationCommunicator(application, scope)
-    await communicator.send_input({"type": "http.request", "body": b""})
-    start = await communicator.receive_output(timeout=5)
-    body = b""
-    while True:
-        message = await communicator.receive_output(timeout=5)
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            return start["status"], {name.lower(): value for name, value in start["headers"]}, body
-
-
 async def test_a_request_runs_in_one_thread_of_the_pool(threads_seen: list[tuple[str, str]]) -> None:
     for _ in range(3 * settings.HTTP_THREADS):
-        assert (await get("/healthz"))[0] == 200
+        assert (await asgi_get("/healthz"))[0] == 200
 
     requests = [threads_seen[i : i + 3] for i in range(0, len(threads_seen), 3)]
     assert len(requests) == 3 * settings.HTTP_THREADS
@@ -82,8 +65,20 @@ async def test_a_request_runs_in_one_thread_of_the_pool(threads_seen: list[tuple
     assert len(names) <= settings.HTTP_THREADS
 
 
+async def test_the_gates_still_refuse_what_they_refused_under_the_handler() -> None:
+    # Deny by default holds through the handler: without a session a page and the
+    # supervision admin send the caller to sign in, and the API refuses; health answers.
+    status, headers, _ = await asgi_get("/")
+    assert status == 302 and headers[b"location"].startswith(b"/accounts/login/")
+    status, _, _ = await asgi_get("/api/v1/conversations/")
+    assert status in (401, 403)
+    status, _, _ = await asgi_get("/admin/")
+    assert status == 302
+    assert (await asgi_get("/healthz"))[0] == 200
+
+
 async def test_static_files_are_served_without_the_middleware(threads_seen: list[tuple[str, str]]) -> None:
-    status, headers, body = await get("/static/css/app.css")
+    status, headers, body = await asgi_get("/static/css/app.css")
 
     assert status == 200
     assert headers[b"content-type"].startswith(b"text/css")
@@ -97,18 +92,18 @@ async def test_static_files_are_served_without_the_middleware(threads_seen: list
 async def test_a_static_url_naming_no_file_is_a_404_with_debug_on_too(settings: Any) -> None:
     # With DEBUG on, ServeStatic raises where it looked; that is an answer, not a crash.
     settings.DEBUG = True
-    status, _, body = await get("/static/css/no-such-file.css")
+    status, _, body = await asgi_get("/static/css/no-such-file.css")
     assert status == 404
     assert b"did not find the file 'css/no-such-file.css'" in body
     # Production sends the URL on to the views: the site's own 404.
     settings.DEBUG = False
-    status, _, body = await get("/static/css/no-such-file.css")
+    status, _, body = await asgi_get("/static/css/no-such-file.css")
     assert status == 404
     assert b"did not find" not in body
 
 
 async def test_a_request_django_cannot_read_is_answered_400(threads_seen: list[tuple[str, str]]) -> None:
-    status, _, _ = await get("/healthz", query=b"q=\xff")
+    status, _, _ = await asgi_get("/healthz", query=b"q=\xff")
 
     assert status == 400
     assert [step for step, _ in threads_seen if step != "finished"] == []

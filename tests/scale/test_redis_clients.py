@@ -15,18 +15,16 @@ from typing import Any
 
 import pytest
 import redis
-from asgiref.testing import ApplicationCommunicator
 from channels.layers import get_channel_layer
 
 from accounts import throttle
 from channels_app.livechat import services as livechat
-from config.asgi import application
 from config.redis import redis_client
 from inbox import events
+from tests.asgi import asgi_get
 from tests.scale.conftest import PrivateRedis
 
 THREADS, ROUNDS = 24, 40
-HOST = [(b"host", b"testserver")]
 GROUP = "scale.events"
 
 
@@ -94,11 +92,7 @@ async def test_requests_share_the_cache_pool_instead_of_connecting_each(
     # a cache handle, of its own: their pools must be one.
     opened_before = on_private_redis.info("stats")["total_connections_received"]
     for _ in range(30):
-        scope = {"type": "http", "method": "GET", "path": "/healthz", "query_string": b"", "headers": HOST}
-        communicator = ApplicationCommunicator(application, scope)
-        await communicator.send_input({"type": "http.request", "body": b""})
-        assert (await communicator.receive_output(timeout=5))["status"] == 200
-        await communicator.receive_output(timeout=5)
+        assert (await asgi_get("/healthz"))[0] == 200
     opened = on_private_redis.info("stats")["total_connections_received"] - opened_before
     # At most one per thread that served them at once (one after another here: one).
     assert opened <= 2, opened
