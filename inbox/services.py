@@ -431,27 +431,45 @@ def contacts_for_handles(*, channel_kind: str, names: Mapping[str, str]) -> dict
     contact), created for those not known: one query when all are known, three more when
     some are new, however many. Race-safe: a handle another writer stored first keeps
     that writer's contact, and the one made here for it is removed."""
+    return _contacts_resolve(channel_kind, names)[0]
+
+
+def _contacts_resolve(channel_kind: str, names: Mapping[str, str]) -> tuple[dict[str, Contact], set[int]]:
+    """`contacts_for_handles`, and which of the contacts it created (inside the caller's
+    transaction: no conversation can have them yet, so none need be looked up)."""
     contacts = _contacts_known(channel_kind, names)
     missing = [handle for handle in names if handle not in contacts]
     if not missing:
-        return contacts
+        return contacts, set()
     # No savepoint of its own inside a batch's: a failure here fails the batch.
     with transaction.atomic(savepoint=False):
-        created = Contact.objects.bulk_create(Contact(name=names[handle][:200]) for handle in missing)
-        ContactIdentity.objects.bulk_create(
-            (
-                ContactIdentity(channel_kind=channel_kind, handle=handle, contact=contact)
-                for handle, contact in zip(missing, created, strict=True)
-            ),
-            ignore_conflicts=True,
-        )
-        won = _contacts_known(channel_kind, missing)
-        lost = [
-            contact.pk for handle, contact in zip(missing, created, strict=True) if won[handle] != contact
-        ]
+        new = Contact.objects.bulk_create(Contact(name=names[handle][:200]) for handle in missing)
+        created = dict(zip(missing, new, strict=True))
+        inserted = _identities_insert(channel_kind, created)
+        lost = [handle for handle in missing if handle not in inserted]
         if lost:
-            Contact.objects.filter(pk__in=lost).delete()
-    return {**contacts, **won}
+            Contact.objects.filter(pk__in=[created.pop(handle).pk for handle in lost]).delete()
+            contacts.update(_contacts_known(channel_kind, lost))
+    return {**contacts, **created}, {contact.pk for contact in created.values()}
+
+
+def _identities_insert(channel_kind: str, contacts: Mapping[str, Contact]) -> set[str]:
+    """Give each handle its contact, except where another writer stored the handle first
+    (its insert waits for that writer's commit, then yields): the handles inserted here.
+
+    Raw SQL because the ORM's `bulk_create(ignore_conflicts=True)` cannot say which rows it
+    inserted: the handles would be read again. Only names from the model are interpolated."""
+    table = ContactIdentity._meta.db_table
+    sql = (
+        f"INSERT INTO {table} (channel_kind, handle, contact_id, created_at)"  # noqa: S608  # names from the model
+        " SELECT %s, handle, contact_id, %s FROM unnest(%s::text[], %s::bigint[]) AS new(handle, contact_id)"
+        " ON CONFLICT (channel_kind, handle) DO NOTHING RETURNING handle"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql, [channel_kind, timezone.now(), list(contacts), [contact.pk for contact in contacts.values()]]
+        )
+        return {handle for (handle,) in cursor.fetchall()}
 
 
 def _existing(inbound: InboundMessage) -> Message | None:
@@ -548,21 +566,24 @@ def _inbound_announce(inbound: InboundMessage, message: Message, *, created_conv
     )
 
 
-def _inbound_contacts(inbounds: Sequence[InboundMessage]) -> list[Contact]:
-    """Each message's contact: the one the channel resolved, else its handle's (in bulk)."""
+def _inbound_contacts(inbounds: Sequence[InboundMessage]) -> tuple[list[Contact], set[int]]:
+    """Each message's contact: the one the channel resolved, else its handle's (in bulk);
+    and those of them created here, in the store's transaction."""
     wanted: dict[str, dict[str, str]] = {}
     for inbound in inbounds:
         if inbound.contact is None:
             wanted.setdefault(inbound.channel_kind, {}).setdefault(inbound.handle, inbound.sender_name)
-    found = {
-        (kind, handle): contact
-        for kind, names in wanted.items()
-        for handle, contact in contacts_for_handles(channel_kind=kind, names=names).items()
-    }
-    return [
+    found: dict[tuple[str, str], Contact] = {}
+    created: set[int] = set()
+    for kind, names in wanted.items():
+        contacts, created_here = _contacts_resolve(kind, names)
+        found.update({(kind, handle): contact for handle, contact in contacts.items()})
+        created |= created_here
+    contacts_in_order = [
         inbound.contact if inbound.contact is not None else found[(inbound.channel_kind, inbound.handle)]
         for inbound in inbounds
     ]
+    return contacts_in_order, created
 
 
 # How many of a contact's unresolved conversations a message may continue by subject.
@@ -593,15 +614,16 @@ def _referenced_conversations(inbox: Inbox, inbounds: Sequence[InboundMessage]) 
 
 
 def _recent_conversations(
-    inbox: Inbox, inbounds: Sequence[InboundMessage], contacts: list[Contact]
+    inbox: Inbox, inbounds: Sequence[InboundMessage], contacts: list[Contact], created: set[int]
 ) -> dict[int, list[Conversation]]:
     """The unresolved conversations a message may continue, by contact, most recently active
-    first: one query for the batch, however many contacts."""
+    first: one query for the batch, however many contacts; none for contacts created in the
+    store's own transaction (a visitor's first message), who have none."""
     wanted = {
         contact.pk
         for inbound, contact in zip(inbounds, contacts, strict=True)
         if inbound.continue_open_conversation or inbound.subject_key is not None
-    }
+    } - created
     if not wanted:
         return {}
     recent: dict[int, list[Conversation]] = {}
@@ -649,6 +671,7 @@ def _inbound_threads(
     inbox: Inbox,
     inbounds: Sequence[InboundMessage],
     contacts: list[Contact],
+    created: set[int],
     redactions: list[dlp.Redaction],
     now: datetime,
 ) -> list[_Thread]:
@@ -661,7 +684,7 @@ def _inbound_threads(
     named_ids = {inbound.conversation_id for inbound in inbounds if inbound.conversation_id is not None}
     named = {c.pk: c for c in Conversation.objects.filter(pk__in=named_ids, inbox=inbox)} if named_ids else {}
     referenced = _referenced_conversations(inbox, inbounds)
-    recent = _recent_conversations(inbox, inbounds, contacts)
+    recent = _recent_conversations(inbox, inbounds, contacts, created)
     threads: list[_Thread] = []
     new: list[Conversation] = []
     woken: set[int] = set()
@@ -701,8 +724,8 @@ def _inbound_new_store(inbox: Inbox, inbounds: Sequence[InboundMessage]) -> list
         inbox=inbox, parts=[(inbound.text, inbound.html, inbound.subject) for inbound in inbounds]
     )
     with transaction.atomic():
-        contacts = _inbound_contacts(inbounds)
-        threads = _inbound_threads(inbox, inbounds, contacts, redactions, timezone.now())
+        contacts, created = _inbound_contacts(inbounds)
+        threads = _inbound_threads(inbox, inbounds, contacts, created, redactions, timezone.now())
         messages = Message.objects.bulk_create(
             Message(
                 conversation=thread.conversation,

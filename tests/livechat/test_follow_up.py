@@ -98,6 +98,22 @@ def test_a_follow_up_costs_two_statements_where_the_full_path_costs_nine(chat: C
     ]
 
 
+def test_a_new_visitors_first_message_looks_for_no_conversation_of_its_new_contact(chat: Chat) -> None:
+    """The contact is created in the store's own transaction: no conversation can have it
+    yet, so its open conversations are not looked up (the costliest query of the path)."""
+    ada = _visitor(chat)
+    with CaptureQueriesContext(connection) as first:
+        received = _send(ada, "Hello?")
+    # Channel, duplicate check, redaction rules, then in a transaction the identity, the new
+    # contact, its identity, the conversation and the message.
+    assert len(first) == 10, _statements(first)
+    reads = [q["sql"] for q in first if q["sql"].startswith("SELECT") and '"inbox_conversation"' in q["sql"]]
+    assert reads == []
+    conversation = Conversation.objects.get(pk=received.conversation_id)
+    assert received.thread == KnownThread(conversation.contact_id, conversation.pk)
+    assert conversation.contact.identities.get().handle == ada.handle
+
+
 def test_a_follow_up_wakes_a_snoozed_conversation_as_the_full_path_does(chat: Chat) -> None:
     ada = _visitor(chat)
     first = _send(ada, "hello")
@@ -272,10 +288,10 @@ async def test_a_returning_visitors_first_message_continues_their_open_conversat
     await first.disconnect()
     conversation = await db(Conversation.objects.get)(messages__pk=opened["message"]["id"])
 
-    # The next page: the channel is read for its first message, the thread is not.
+    # The next page: the channel was read on connect, the thread on hello; neither again.
     again, _ = await visitor(chat.channel.key, token=welcome["token"])
     await say(again, "second page")
-    assert store_queries[-1] == 3
+    assert store_queries[-1] == 2
     await again.disconnect()
 
     # Resolved before the visitor returns: nothing is held, and a new conversation opens.
