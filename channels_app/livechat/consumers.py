@@ -110,6 +110,9 @@ class VisitorConsumer(PooledDatabaseConsumer):
         self.catch_up = CatchUp(self._catch_up_history)
         await self.accept()
         await self.channel_layer.group_add(selectors.channel_group(channel.pk), self.channel_name)
+        # Just read, and a change from now on is heard: the first message need not read it
+        # again (one sent in the moment before the join waits for the recheck's bound).
+        self._channel_allowed_now()
         self.hello_timer = asyncio.get_running_loop().call_later(HELLO_TIMEOUT_SECONDS, self._hello_overdue)
 
     async def disconnect(self, code: int) -> None:

@@ -11,6 +11,7 @@ from unittest import mock
 import pytest
 from django.core import signing
 
+from channels_app.livechat import consumers
 from channels_app.livechat import services as livechat
 from channels_app.models import LiveChatChannel
 from inbox import services
@@ -42,7 +43,9 @@ async def test_missing_or_foreign_origin_and_unknown_key_are_refused(chat: Chat)
     await communicator.disconnect()
 
 
-async def test_disabled_channel_refuses_and_closes_open_sockets(chat: Chat) -> None:
+async def test_disabled_channel_refuses_and_closes_open_sockets(chat: Chat, monkeypatch: Any) -> None:
+    # The socket trusts its last look at the channel (on connect) for a while; here not at all.
+    monkeypatch.setattr(consumers, "CHANNEL_RECHECK_SECONDS", 0.0)
     communicator, _ = await visitor(chat.channel.key)
     await db(LiveChatChannel.objects.filter(pk=chat.channel.pk).update)(enabled=False)
     # An update() skips signals: the next message still finds the channel closed.
