@@ -90,16 +90,32 @@ def _numbered(sends: list[tuple[str, LayerMessage]]) -> list[LayerMessage]:
     return messages
 
 
+# The counters of streams, one not numbered yet (or forgotten) started from the clock as
+# numbering would start it: its first event is then the next number, not a jump that the
+# socket has to read as "catch up" (every new visitor's page did, on its first message).
+_STARTING_SCRIPT = """
+local numbers = {}
+for i, key in ipairs(KEYS) do
+    redis.call('SET', key, ARGV[1], 'NX', 'EX', ARGV[2])
+    numbers[i] = redis.call('GET', key)
+end
+return numbers
+"""
+
+
 def _sequences_now(groups: list[str]) -> dict[str, int]:
     if not settings.REDIS_URL or not groups:
         return {}
-    values = redis_client().mget([_sequence_key(group) for group in groups])
-    return {group: int(value or 0) for group, value in zip(groups, values, strict=True)}
+    values = redis_client().register_script(_STARTING_SCRIPT)(
+        keys=[_sequence_key(group) for group in groups], args=[time.time_ns() // 1000, SEQUENCE_TTL_SECONDS]
+    )
+    return {group: int(value) for group, value in zip(groups, values, strict=True)}
 
 
 async def sequences_now(groups: list[str]) -> dict[str, int]:
-    """The last number given in each group: read before joining a group, so that an event
-    sent in between shows as a gap rather than vanishing."""
+    """The last number given in each group (a new stream's started now): read before
+    joining a group, so that an event sent in between shows as a gap rather than
+    vanishing; and after a Redis restart the counter jumps ahead of what was seen."""
     return await sync_to_async(_sequences_now, thread_sensitive=False)(groups)
 
 
@@ -112,8 +128,7 @@ class SequenceWatch:
         self._awaited: dict[str, set[int]] = {}
 
     def start(self, sequences: dict[str, int]) -> None:
-        """Follow these groups from these numbers on (0 when none was given yet: the first
-        event then starts from the clock, and the page catches up once)."""
+        """Follow these groups from these numbers on."""
         for group, sequence in sequences.items():
             self._highest[group] = sequence
             self._awaited.pop(group, None)

@@ -89,11 +89,34 @@ def test_a_batch_of_sends_is_numbered_per_stream_in_order_from_the_clock() -> No
     assert _numbered([(first, event)])[0]["seq"] == start + 2
 
 
+async def test_a_new_streams_first_event_is_no_gap_for_the_agent_or_the_widget(chat: Chat) -> None:
+    """Joining a stream never numbered starts its counter: its first event is the next
+    number, not a jump read as "catch up" (which cost every new visitor's page a reload of
+    its history, and every agent a resync)."""
+    alice, _, _ = await agent_socket(chat.agent)
+    customer, _ = await visitor(chat.channel.key)
+    ack = await say(customer, "first")
+    frames = [await alice.receive_json_from(timeout=5)]
+    assert await alice.receive_nothing(timeout=GAP_GRACE_SECONDS + 0.5)
+    assert [(frame["type"], frame.get("event")) for frame in frames] == [("event", "conversation.created")]
+
+    # The first numbered event of the visitor's stream: the agent's reply, and no sync.
+    conversation = await db(Conversation.objects.get)(messages__pk=ack["message"]["id"])
+    await db(services.conversation_reply)(
+        ctx=AccessContext(user=chat.agent), conversation=conversation, text="Hello!"
+    )
+    frames = await _frames_until(customer, "message", timeout=5)  # its own message's echo
+    frames += await _frames_until(customer, "message", timeout=5)
+    assert frames[-1]["message"]["text"] == "Hello!"
+    assert await customer.receive_nothing(timeout=GAP_GRACE_SECONDS + 0.5)
+    assert "sync" not in [frame["type"] for frame in frames]
+
+
 async def test_a_lost_inbox_event_makes_the_agent_page_catch_up(chat: Chat) -> None:
     alice, _, _ = await agent_socket(chat.agent)
     customer, _ = await visitor(chat.channel.key)
     await say(customer, "first")
-    first = await next_event(alice)  # after a resync: the inbox's stream is new
+    first = await next_event(alice)
     assert isinstance(first["seq"], int)
     # In order: no catching up.
     assert await alice.receive_nothing(timeout=GAP_GRACE_SECONDS + 0.5)
