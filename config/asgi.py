@@ -4,6 +4,7 @@ Django is set up first so that the routing modules can import models. HTTP goes 
 config.handler (one thread hand-over per request), not Django's stock ASGI handler.
 """
 
+import gc
 import os
 
 import django
@@ -44,3 +45,11 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+# The collector's full passes stop the process: at 1,000 open sockets each took 100-200 ms,
+# in the middle of live chat (tests/benchmarks/livechat.py). What is loaded now (code,
+# settings, URL maps) lives as long as the process: frozen, no pass walks it again. And
+# a request's or frame's objects are freed by their reference counts, not the collector:
+# younger passes run less often, so fewer of them outlive one and pile up for a full pass.
+gc.freeze()
+gc.set_threshold(20_000, 20, 20)
