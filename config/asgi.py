@@ -4,7 +4,6 @@ Django is set up first so that the routing modules can import models. HTTP goes 
 config.handler (one thread hand-over per request), not Django's stock ASGI handler.
 """
 
-import gc
 import os
 
 import django
@@ -13,6 +12,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django.setup(set_prefix=False)
 
 from config.handler import OneHandOverHandler  # noqa: E402
+from config.process import collector_tune  # noqa: E402
 
 django_asgi_app = OneHandOverHandler()
 
@@ -46,10 +46,6 @@ application = ProtocolTypeRouter(
     }
 )
 
-# The collector's full passes stop the process: at 1,000 open sockets each took 100-200 ms,
-# in the middle of live chat (tests/benchmarks/livechat.py). What is loaded now (code,
-# settings, URL maps) lives as long as the process: frozen, no pass walks it again. And
-# a request's or frame's objects are freed by their reference counts, not the collector:
-# younger passes run less often, so fewer of them outlive one and pile up for a full pass.
-gc.freeze()
-gc.set_threshold(20_000, 20, 20)
+# Everything is loaded: see config.process (the thresholds were measured where sockets are
+# served; a pages-only process keeps Python's).
+collector_tune(socket_server=settings.ASGI_SERVES != "http")
