@@ -7,19 +7,24 @@ about 11.5 ms of CPU per request under cProfile (20,000 conversations): each val
 variable node, a context lookup and a conditional escape. As one `format_html` call per row
 the same rows take about 3 ms (the masking and the times cost the same either way).
 
-`format_html` escapes every value it is given exactly as autoescaping does (subjects, names,
-snippets and labels are written by customers); only fragments that `format_html` built
-itself, and the constants below, pass unescaped.
+Every value is escaped exactly as autoescaping does (subjects, names, snippets and labels
+are written by customers), by `_escaped`: Django's `conditional_escape` in one step (its
+lazy-string wrapper, a thousand calls a pane, cost more than the escaping). With the
+snippets' cut skipped where nothing is cut, 50 rows went from 2.9 to 1.5 ms (1M
+conversations, the same HTML). Only fragments built here as SafeString, and the constants
+below, pass unescaped.
 """
 
 from __future__ import annotations
 
+import html
+import unicodedata
 from datetime import datetime
 
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString, mark_safe
+from django.utils.html import format_html
+from django.utils.safestring import SafeData, SafeString, mark_safe
 from django.utils.text import Truncator
 from django.utils.timesince import timesince
 
@@ -55,6 +60,23 @@ _UNASSIGNED = mark_safe('<span class="muted">Unassigned</span>')
 _NOTHING = mark_safe("")
 
 
+def _escaped(value: object) -> str:
+    """`conditional_escape` for the plain values a row holds (no lazy strings among them)."""
+    if isinstance(value, SafeData):
+        return str(value)
+    return html.escape(str(value))
+
+
+def _snippet_cut(text: str) -> str:
+    """`Truncator(text).chars(SNIPPET_LENGTH)`, which returns a text that short as it
+    normalized it; most snippets are, and the truncator's ellipsis is looked up in the
+    translations on every call."""
+    normalized = unicodedata.normalize("NFC", text)
+    if len(normalized) <= SNIPPET_LENGTH:
+        return normalized
+    return Truncator(text).chars(SNIPPET_LENGTH)
+
+
 def _priority(priority: int) -> SafeString:
     """The priority badge; normal priority goes without saying."""
     if priority == Conversation.Priority.NORMAL:
@@ -82,21 +104,21 @@ def _row(row: ListRow, *, masked: bool, link: tuple[str, str], list_query: str, 
     snippet = pii_text(row["last_message_text"] or "", masked)
     moment = timezone.localtime(row["last_activity_at"])
     unread = row["unread"]
-    return format_html(
-        _ROW,
-        id=str(row["id"]),
+    values = dict(
+        id=row["id"],
         unread_class=_UNREAD_CLASS if unread else _NOTHING,
         contact=pii_name(row["contact_name"], masked) or f"Contact {row['contact_id']}",
         url=f"{link[0]}{row['id']}{link[1]}{list_query}",
         unread_marker=_UNREAD_MARKER if unread else _NOTHING,
         subject=pii_text(row["subject"], masked) or "(no subject)",
-        snippet=format_html('<p class="snippet">{}</p>', Truncator(snippet).chars(SNIPPET_LENGTH))
+        snippet=mark_safe(f'<p class="snippet">{_escaped(_snippet_cut(snippet))}</p>')  # noqa: S308  # escaped
         if snippet
         else _NOTHING,
-        labels=format_html_join(
-            "",
-            '<span class="label" data-color="{}">{}</span>',
-            ((color, name) for name, color in row["labels"]),
+        labels=mark_safe(  # noqa: S308  # each value escaped
+            "".join(
+                f'<span class="label" data-color="{_escaped(color)}">{_escaped(name)}</span>'
+                for name, color in row["labels"]
+            )
         ),
         inbox=row["inbox_name"],
         assignee=_assignee(row),
@@ -107,6 +129,7 @@ def _row(row: ListRow, *, masked: bool, link: tuple[str, str], list_query: str, 
         title=moment.strftime("%Y-%m-%d %H:%M"),
         ago=timesince(moment, now),
     )
+    return mark_safe(_ROW.format(**{key: _escaped(value) for key, value in values.items()}))  # noqa: S308  # escaped
 
 
 def rows_html(rows: list[ListRow], *, masked: bool, list_query: str) -> SafeString:
@@ -117,6 +140,6 @@ def rows_html(rows: list[ListRow], *, masked: bool, list_query: str) -> SafeStri
     # (with 0 for the id, an int path segment) rather than once per row.
     before, _, after = reverse("inbox:conversation", kwargs={"conversation_id": 0}).rpartition("/0/")
     link = (f"{before}/", f"/{after}")
-    return format_html_join(
-        "", "{}", ((_row(row, masked=masked, link=link, list_query=list_query, now=now),) for row in rows)
+    return mark_safe(  # noqa: S308  # each row is escaped
+        "".join(_row(row, masked=masked, link=link, list_query=list_query, now=now) for row in rows)
     )
