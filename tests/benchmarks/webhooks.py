@@ -14,8 +14,11 @@ Then, on that one server:
    time = signature verified, raw event stored and committed, 200 sent;
 3. the worker started: its rate draining that backlog into messages (first to last);
 4. end to end under load: N more deliveries from C client connections (default 4) while
-   the worker drains, from the first delivery until every one is a message;
-5. 1,000 replays of delivered messages (answered 200, stored once).
+   the worker drains, from the first delivery until every one is a message: each
+   connection sends its next as soon as it is answered, so this is the server's most;
+5. the issue's load: N more, offered at --rate a second (default 500) from C connections
+   while the worker drains, each timed from when it was due (a late one's wait counts);
+6. 1,000 replays of delivered messages (answered 200, stored once).
 
 The server and worker use a connection pool (DB_POOL_SIZE, default 8 here: one per HTTP
 request thread), as deployed behind ASGI. Prints one JSON line.
@@ -185,6 +188,50 @@ def post_concurrently(port: int, path: str, bodies: list[bytes], clients: int) -
     return latencies
 
 
+def post_paced(port: int, path: str, bodies: list[bytes], rate: float, clients: int) -> list[float]:
+    """POST the bodies at `rate` a second in all, each at its own time on a schedule, from
+    `clients` keep-alive connections: an offered load, not "as fast as the server answers".
+    Each time is from the moment the delivery was due, so a late one (every connection
+    still waiting on the server) counts its wait too, as a provider's would."""
+    latencies: list[float] = []
+    failures: list[BaseException] = []
+    next_index = iter(range(len(bodies)))
+    lock = threading.Lock()
+    start = time.perf_counter() + 0.1
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            while True:
+                with lock:
+                    index = next(next_index, None)
+                if index is None:
+                    return
+                due = start + index / rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                conn.request("POST", path, body=bodies[index], headers=signed_headers(bodies[index]))
+                response = conn.getresponse()
+                response.read()
+                latencies.append((time.perf_counter() - due) * 1000)
+                if response.status != 200:
+                    raise SystemExit(f"{path} answered {response.status}")
+        except BaseException as error:
+            failures.append(error)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        report.fail("webhooks", f"{len(failures)} of {clients} paced clients failed: {failures[0]}")
+    return latencies
+
+
 def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
@@ -215,6 +262,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--deliveries", type=int, default=10_000)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--rate", type=float, default=500, help="deliveries a second offered in step 5")
     args = parser.parse_args()
     n = args.deliveries
 
@@ -347,7 +395,16 @@ def main() -> None:
         wait_until(lambda: message_count() >= base + n, 1800, "the messages")
         concurrent_e2e = time.perf_counter() - started
 
-        # 5. Replays of delivered messages: answered 200, stored once.
+        # 5. The issue's load, offered: deliveries due at --rate a second from C connections
+        # while the worker drains; intake times from when each was due.
+        paced_bodies = [delivery(i, "paced") for i in range(n)]
+        base = message_count()
+        started = time.perf_counter()
+        paced = post_paced(port, hook, paced_bodies, args.rate, args.clients)
+        wait_until(lambda: message_count() >= base + n, 1800, "the paced messages")
+        paced_e2e = time.perf_counter() - started
+
+        # 6. Replays of delivered messages: answered 200, stored once.
         replayed: list[float] = []
         post_all(port, hook, bodies[:1000], replayed)
         time.sleep(2)
@@ -371,6 +428,10 @@ def main() -> None:
         "under_load_p99_ms": round(percentile(concurrent, 99), 3),
         "under_load_requests_per_s": round(n / concurrent_seconds),
         "end_to_end_events_per_s": round(n / concurrent_e2e),
+        "paced_rate_per_s": args.rate,
+        "paced_p50_ms": round(statistics.median(paced), 3),
+        "paced_p99_ms": round(percentile(paced, 99), 3),
+        "paced_end_to_end_events_per_s": round(n / paced_e2e),
         "replay_p50_ms": round(statistics.median(replayed), 3),
         "replayed_messages_stored": duplicates,
     }
