@@ -458,17 +458,18 @@ def _identities_insert(channel_kind: str, contacts: Mapping[str, Contact]) -> se
     (its insert waits for that writer's commit, then yields): the handles inserted here.
 
     Raw SQL because the ORM's `bulk_create(ignore_conflicts=True)` cannot say which rows it
-    inserted: the handles would be read again. Only names from the model are interpolated."""
+    inserted: the handles would be read again. Said the way PostgreSQL and SQLite (`make
+    run`) both take it; only names from the model are interpolated."""
     table = ContactIdentity._meta.db_table
+    rows = ", ".join(["(%s, %s, %s, %s)"] * len(contacts))
     sql = (
-        f"INSERT INTO {table} (channel_kind, handle, contact_id, created_at)"  # noqa: S608  # names from the model
-        " SELECT %s, handle, contact_id, %s FROM unnest(%s::text[], %s::bigint[]) AS new(handle, contact_id)"
+        f"INSERT INTO {table} (channel_kind, handle, contact_id, created_at) VALUES {rows}"  # noqa: S608  # names from the model
         " ON CONFLICT (channel_kind, handle) DO NOTHING RETURNING handle"
     )
+    now = timezone.now()
+    params = [value for handle, new in contacts.items() for value in (channel_kind, handle, new.pk, now)]
     with connection.cursor() as cursor:
-        cursor.execute(
-            sql, [channel_kind, timezone.now(), list(contacts), [contact.pk for contact in contacts.values()]]
-        )
+        cursor.execute(sql, params)
         return {handle for (handle,) in cursor.fetchall()}
 
 
@@ -486,8 +487,9 @@ def inbound_message_record(inbound: InboundMessage) -> InboundResult:
 
     A message that continues a known thread is stored by one statement; when the thread
     is no longer open (resolved, deleted, its contact merged) it takes the full path, the
-    batch store's (`inbound_messages_record`)."""
-    if inbound.known_thread is not None:
+    batch store's (`inbound_messages_record`). That statement is PostgreSQL's: on SQLite
+    (`make run` without a database), every message takes the full path."""
+    if inbound.known_thread is not None and connection.vendor == "postgresql":
         continued = _thread_continue(inbound, inbound.known_thread, _inbound_redaction(inbound))
         if continued is not None:
             return continued

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import io
+import json
+import os
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -88,3 +93,54 @@ def test_a_channel_a_supervisor_added_is_left_alone(tmp_path, settings) -> None:
     assert list(LiveChatChannel.objects.values_list("key", "allowed_origins")) == [
         ("lc_their-own", "http://127.0.0.1:8001\nhttp://localhost:8001")
     ]
+
+
+# `make run` without DATABASE_URL: the store's statements must be SQLite's too.
+_SQLITE_VISITOR = """
+import json
+import django
+django.setup()
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+from channels_app.livechat import services as livechat
+from channels_app.livechat.services import Held, Visitor
+from channels_app.models import LiveChatChannel
+from inbox.models import ChannelKind, Inbox, Message
+inbox = Inbox.objects.create(name="Website chat", channel_kind=ChannelKind.LIVECHAT)
+channel = LiveChatChannel.objects.create(inbox=inbox, allowed_origins="http://shop.test", prechat_name="off")
+visitor = Visitor(channel_id=channel.pk, inbox_id=inbox.pk, handle=f"{channel.pk}:v:demo-visitor")
+def say(text, client_id, held):
+    return livechat.visitor_message_receive(
+        visitor=visitor, origin="http://shop.test", ip_address="127.0.0.1",
+        client_id=client_id, text=text, held=held,
+    )
+first = say("Hello?", "client-id-1", Held())
+# What the socket holds after it, as the consumer does.
+second = say("Anyone there?", "client-id-2", Held(channel_allowed=True, thread=first.thread))
+again = say("Anyone there?", "client-id-2", Held(channel_allowed=True, thread=second.thread))
+print(json.dumps({
+    "conversations": [first.conversation_id, second.conversation_id, again.conversation_id],
+    "texts": list(Message.objects.order_by("id").values_list("text", flat=True)),
+}))
+"""
+
+
+def test_the_sqlite_demo_stores_a_visitors_first_and_next_messages(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A new visitor's first message creates the contact and conversation, and the next one
+    (on what the socket holds) joins it, as on PostgreSQL; a resend is stored once."""
+    env = {
+        key: value for key, value in os.environ.items() if key not in ("REDIS_URL", "DJANGO_SETTINGS_MODULE")
+    }
+    env.update(DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}", DJANGO_SETTINGS_MODULE="config.settings")
+    result = subprocess.run(
+        [sys.executable, "-c", _SQLITE_VISITOR],
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    stored = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(set(stored["conversations"])) == 1
+    assert stored["texts"] == ["Hello?", "Anyone there?"]
