@@ -93,6 +93,10 @@ def _numbered(sends: list[tuple[str, LayerMessage]]) -> list[LayerMessage]:
 # The counters of streams, one not numbered yet (or forgotten) started from the clock as
 # numbering would start it: its first event is then the next number, not a jump that the
 # socket has to read as "catch up" (every new visitor's page did, on its first message).
+# A counter started so lives an hour unless an event is numbered on it (then it is kept as
+# long as it is used): every widget that connects starts one, and a flood of connections
+# must not fill Redis for days. One that ran out under an open page costs it a catch-up.
+STARTED_SEQUENCE_TTL_SECONDS = 3600
 _STARTING_SCRIPT = """
 local numbers = {}
 for i, key in ipairs(KEYS) do
@@ -107,7 +111,8 @@ def _sequences_now(groups: list[str]) -> dict[str, int]:
     if not settings.REDIS_URL or not groups:
         return {}
     values = redis_client().register_script(_STARTING_SCRIPT)(
-        keys=[_sequence_key(group) for group in groups], args=[time.time_ns() // 1000, SEQUENCE_TTL_SECONDS]
+        keys=[_sequence_key(group) for group in groups],
+        args=[time.time_ns() // 1000, STARTED_SEQUENCE_TTL_SECONDS],
     )
     return {group: int(value) for group, value in zip(groups, values, strict=True)}
 

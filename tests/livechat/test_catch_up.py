@@ -18,7 +18,14 @@ from channels_app.livechat import selectors
 from channels_app.models import LiveChatChannel
 from config.redis import redis_client
 from inbox import services
-from inbox.events import GAP_GRACE_SECONDS, SEQUENCE_TTL_SECONDS, SequenceWatch, _numbered, inbox_group
+from inbox.events import (
+    GAP_GRACE_SECONDS,
+    SEQUENCE_TTL_SECONDS,
+    STARTED_SEQUENCE_TTL_SECONDS,
+    SequenceWatch,
+    _numbered,
+    inbox_group,
+)
 from inbox.models import ContactIdentity, Conversation, Message
 from inbox.policy import AccessContext
 from tests.livechat.conftest import Chat, agent_socket, db, new_id, next_event, say, visitor
@@ -96,12 +103,18 @@ async def test_a_new_streams_first_event_is_no_gap_for_the_agent_or_the_widget(c
     alice, _, _ = await agent_socket(chat.agent)
     customer, _ = await visitor(chat.channel.key)
     ack = await say(customer, "first")
+    # Every widget that connects starts its stream's counter: for an hour, not for days.
+    conversation = await db(Conversation.objects.get)(messages__pk=ack["message"]["id"])
+    handle = await db(
+        lambda: ContactIdentity.objects.values_list("handle", flat=True).get(contact=conversation.contact_id)
+    )()
+    started = f"portcullis:live:seq:{selectors.visitor_group(handle)}"
+    assert 0 < await sync_to_async(redis_client().ttl)(started) <= STARTED_SEQUENCE_TTL_SECONDS
     frames = [await alice.receive_json_from(timeout=5)]
     assert await alice.receive_nothing(timeout=GAP_GRACE_SECONDS + 0.5)
     assert [(frame["type"], frame.get("event")) for frame in frames] == [("event", "conversation.created")]
 
     # The first numbered event of the visitor's stream: the agent's reply, and no sync.
-    conversation = await db(Conversation.objects.get)(messages__pk=ack["message"]["id"])
     await db(services.conversation_reply)(
         ctx=AccessContext(user=chat.agent), conversation=conversation, text="Hello!"
     )
