@@ -131,17 +131,22 @@ class SequenceWatch:
     def __init__(self) -> None:
         self._highest: dict[str, int] = {}
         self._awaited: dict[str, set[int]] = {}
+        # The numbers last given up on: the page caught up for them, so one arriving after
+        # all is late, not the sign of a counter that went back (which would catch up again).
+        self._given_up: dict[str, set[int]] = {}
 
     def start(self, sequences: dict[str, int]) -> None:
         """Follow these groups from these numbers on."""
         for group, sequence in sequences.items():
             self._highest[group] = sequence
             self._awaited.pop(group, None)
+            self._given_up.pop(group, None)
 
     def stop(self, groups: set[str] | frozenset[str]) -> None:
         for group in groups:
             self._highest.pop(group, None)
             self._awaited.pop(group, None)
+            self._given_up.pop(group, None)
 
     def see(self, group: str, sequence: object) -> bool:
         """Record an event's number; True when the page must catch up now (the count
@@ -162,6 +167,10 @@ class SequenceWatch:
         awaited = self._awaited.get(group)
         if awaited is not None and sequence in awaited:
             awaited.discard(sequence)
+            return False
+        given_up = self._given_up.get(group)
+        if given_up is not None and sequence in given_up:
+            given_up.discard(sequence)
             return False
         # Lower than seen and not awaited: the counter was reset behind our back.
         self._highest[group] = sequence
@@ -190,8 +199,10 @@ class SequenceWatch:
         return any(self._awaited.values())
 
     def give_up(self) -> bool:
-        """The grace has passed: True (and forget them) if numbers are still missing."""
+        """The grace has passed: True if numbers are still missing (no longer awaited; one
+        that comes after all is taken as late)."""
         missing = self.waiting
+        self._given_up = {group: numbers for group, numbers in self._awaited.items() if numbers}
         self._awaited.clear()
         return missing
 

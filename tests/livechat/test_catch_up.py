@@ -74,6 +74,19 @@ def test_sequence_watch_waits_for_late_numbers_and_catches_up_on_loss_or_restart
     assert watch.see("inbox.2", 10**15)  # a new stream's first event: nothing known before it
 
 
+def test_a_number_given_up_on_that_comes_late_is_no_second_catch_up() -> None:
+    """Two processes number one stream; one publishing slower than the grace makes the page
+    catch up once. Its event arriving after that is late, not a counter that went back."""
+    watch = SequenceWatch()
+    watch.start({"inbox.1": 10})
+    assert not watch.see("inbox.1", 12)  # 11 taken by the other process, on its way
+    assert watch.give_up()  # the grace is over: the page catches up (11's change with it)
+    assert not watch.see("inbox.1", 11)  # and then 11 arrives: nothing more to do
+    assert not watch.see("inbox.1", 13)
+    # A lower number that was never awaited is still a counter gone back.
+    assert watch.see("inbox.1", 5)
+
+
 def test_a_batch_of_sends_is_numbered_per_stream_in_order_from_the_clock() -> None:
     first, other = f"inbox.{new_id()}", f"inbox.{new_id()}"
     event = {"type": "inbox.event", "event": "message.created"}
