@@ -152,12 +152,20 @@ def signed_headers(body: bytes) -> dict[str, str]:
     }
 
 
-def post_all(port: int, path: str, bodies: list[bytes], latencies: list[float]) -> None:
-    """POST each body in turn on one keep-alive connection, recording response times."""
+def post_all(
+    port: int, path: str, bodies: list[bytes], latencies: list[float], due: list[float] | None = None
+) -> None:
+    """POST each body in turn on one keep-alive connection, recording response times: from
+    the send, or, given when each is due (`perf_counter` times), from that moment — a late
+    one (the connection still waiting on the server) counts its wait, as a provider's would."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    for body in bodies:
+    for index, body in enumerate(bodies):
         headers = signed_headers(body)
         started = time.perf_counter()
+        if due is not None:
+            if due[index] > started:
+                time.sleep(due[index] - started)
+            started = due[index]
         conn.request("POST", path, body=body, headers=headers)
         response = conn.getresponse()
         response.read()
@@ -167,68 +175,31 @@ def post_all(port: int, path: str, bodies: list[bytes], latencies: list[float]) 
     conn.close()
 
 
-def post_concurrently(port: int, path: str, bodies: list[bytes], clients: int) -> list[float]:
+def post_concurrently(
+    port: int, path: str, bodies: list[bytes], clients: int, rate: float | None = None
+) -> list[float]:
+    """POST the bodies from `clients` connections, each sending its share: as fast as the
+    server answers, or, with `rate`, on a schedule of `rate` a second in all (an offered
+    load: the n-th body is due n / rate seconds after the start)."""
     latencies: list[float] = []
     failures: list[BaseException] = []
+    start = time.perf_counter() + 0.1
+    due = [start + index / rate for index in range(len(bodies))] if rate else None
 
-    def client(share: list[bytes]) -> None:
+    def client(share: slice) -> None:
         # A failure in a thread would end only that thread: the figures would be of a part.
         try:
-            post_all(port, path, share, latencies)
+            post_all(port, path, bodies[share], latencies, due[share] if due else None)
         except BaseException as error:
             failures.append(error)
 
-    threads = [threading.Thread(target=client, args=(bodies[i::clients],)) for i in range(clients)]
+    threads = [threading.Thread(target=client, args=(slice(i, None, clients),)) for i in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     if failures:
         report.fail("webhooks", f"{len(failures)} of {clients} clients failed: {failures[0]}")
-    return latencies
-
-
-def post_paced(port: int, path: str, bodies: list[bytes], rate: float, clients: int) -> list[float]:
-    """POST the bodies at `rate` a second in all, each at its own time on a schedule, from
-    `clients` keep-alive connections: an offered load, not "as fast as the server answers".
-    Each time is from the moment the delivery was due, so a late one (every connection
-    still waiting on the server) counts its wait too, as a provider's would."""
-    latencies: list[float] = []
-    failures: list[BaseException] = []
-    next_index = iter(range(len(bodies)))
-    lock = threading.Lock()
-    start = time.perf_counter() + 0.1
-
-    def client() -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        try:
-            while True:
-                with lock:
-                    index = next(next_index, None)
-                if index is None:
-                    return
-                due = start + index / rate
-                delay = due - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                conn.request("POST", path, body=bodies[index], headers=signed_headers(bodies[index]))
-                response = conn.getresponse()
-                response.read()
-                latencies.append((time.perf_counter() - due) * 1000)
-                if response.status != 200:
-                    raise SystemExit(f"{path} answered {response.status}")
-        except BaseException as error:
-            failures.append(error)
-        finally:
-            conn.close()
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if failures:
-        report.fail("webhooks", f"{len(failures)} of {clients} paced clients failed: {failures[0]}")
     return latencies
 
 
@@ -400,7 +371,7 @@ def main() -> None:
         paced_bodies = [delivery(i, "paced") for i in range(n)]
         base = message_count()
         started = time.perf_counter()
-        paced = post_paced(port, hook, paced_bodies, args.rate, args.clients)
+        paced = post_concurrently(port, hook, paced_bodies, args.clients, rate=args.rate)
         wait_until(lambda: message_count() >= base + n, 1800, "the paced messages")
         paced_e2e = time.perf_counter() - started
 
