@@ -68,9 +68,9 @@ def _escaped(value: object) -> str:
 
 
 def _snippet_cut(text: str) -> str:
-    """`Truncator(text).chars(SNIPPET_LENGTH)`, which returns a text that short as it
-    normalized it; most snippets are, and the truncator's ellipsis is looked up in the
-    translations on every call."""
+    """`Truncator(text).chars(SNIPPET_LENGTH)`: a text within the length comes back
+    NFC-normalized and whole, so that is done here without the truncator, which looks its
+    ellipsis up in the translations on every call. Most snippets are that short."""
     normalized = unicodedata.normalize("NFC", text)
     if len(normalized) <= SNIPPET_LENGTH:
         return normalized

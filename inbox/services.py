@@ -428,9 +428,10 @@ def _contacts_known(channel_kind: str, handles: Iterable[str]) -> dict[str, Cont
 
 def contacts_for_handles(*, channel_kind: str, names: Mapping[str, str]) -> dict[str, Contact]:
     """The contact of each handle on this channel (handle → the sender's name, for a new
-    contact), created for those not known: one query when all are known, three more when
-    some are new, however many. Race-safe: a handle another writer stored first keeps
-    that writer's contact, and the one made here for it is removed."""
+    contact), created for those not known: one query when all are known, two more when
+    some are new, however many (and two more again when another writer stored some of
+    them first). Race-safe: a handle another writer stored first keeps that writer's
+    contact, and the one made here for it is removed."""
     return _contacts_resolve(channel_kind, names)[0]
 
 
