@@ -1,10 +1,11 @@
 """A fetched batch is stored by the inbox's batch store: statements per batch, not per
 message; a message the database refuses is quarantined alone; a mail is stored once,
 whichever batch brings it again; a reply finds its parent stored a moment before in the
-same batch."""
+same batch; the next batch is parsed while one is imported, and the order holds."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ from django.test.utils import CaptureQueriesContext
 
 from channels_app.email import parse as email_parse
 from channels_app.email import services
+from channels_app.email.imap import Mailbox
 from channels_app.models import EmailChannel, InboundEmail
 from inbox.models import Conversation, Message
 from tests.channels.conftest import MailAccount, mail
@@ -159,3 +161,69 @@ def test_a_batch_keeps_the_raw_bytes_exactly_and_compresses_its_text_with_lz4(
             "SELECT pg_column_compression(text) FROM inbox_message WHERE inbox_id = %s", [channel.inbox_id]
         )
         assert cursor.fetchall() == [(expected,)]
+
+
+def test_the_next_batch_is_parsed_while_one_is_imported_and_replies_still_find_their_parents(
+    mail_account: MailAccount, make_channel: Callable[..., EmailChannel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two mails a batch, each mail answering the one before: every batch's first reply has
+    # its parent in the batch imported just before it.
+    monkeypatch.setattr(services, "FETCH_BATCH_SIZE", 2)
+    channel = make_channel(mail_account)
+    mails = [mail(sender="customer@example.org", subject="Order 0", message_id="<m0@example.org>")]
+    for number in range(1, 8):
+        mails.append(
+            mail(
+                sender="customer@example.org",
+                subject=f"Re: Order {number}",  # a subject of its own: threaded by its header alone
+                message_id=f"<m{number}@example.org>",
+                headers={"In-Reply-To": f"<m{number - 1}@example.org>"},
+            )
+        )
+    mail_account.append(*mails)
+    parse, batch_import = email_parse.parse, services._batch_import
+    parsing_started = threading.Event()
+    overlapped: list[bool] = []
+
+    def parse_noting(raw: bytes, *, max_attachment_bytes: int) -> email_parse.ParsedEmail:
+        parsing_started.set()
+        return parse(raw, max_attachment_bytes=max_attachment_bytes)
+
+    def import_waiting_for_the_next_parse(*args: Any) -> None:
+        # Stored one after the other, no batch would be parsed while this one waits.
+        parsing_started.clear()
+        overlapped.append(parsing_started.wait(timeout=2))
+        batch_import(*args)
+
+    monkeypatch.setattr(email_parse, "parse", parse_noting)
+    monkeypatch.setattr(services, "_batch_import", import_waiting_for_the_next_parse)
+    result = services.email_channel_poll(channel_id=channel.pk)
+    assert result.imported == 8
+    # Every batch but the last had the next one parsed beside it.
+    assert overlapped == [True, True, True, False]
+    (conversation,) = Conversation.objects.filter(inbox=channel.inbox)
+    assert conversation.messages.count() == 8
+
+
+def test_a_duplicate_is_marked_on_the_server_only_once_the_copy_it_repeats_is_imported(
+    mail_account: MailAccount, make_channel: Callable[..., EmailChannel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(services, "FETCH_BATCH_SIZE", 2)
+    channel = make_channel(mail_account)
+    same = mail(sender="a@example.org", subject="Twice", message_id="<twice@example.org>")
+    uids = mail_account.append(same, same, mail(sender="b@example.org", subject="Other"))
+    mark_done = Mailbox.mark_done
+    first_copy_when_marked: dict[int, str] = {}
+
+    def marking(self: Mailbox, marked: list[int]) -> None:
+        for uid in marked:
+            first_copy_when_marked[uid] = InboundEmail.objects.get(channel=channel, uid=uids[0]).status
+        mark_done(self, marked)
+
+    monkeypatch.setattr(Mailbox, "mark_done", marking)
+    result = services.email_channel_poll(channel_id=channel.pk)
+    assert (result.stored, result.duplicates, result.imported) == (2, 1, 2)
+    # The second copy's UID has no row of its own: it is marked once the first copy's row
+    # is imported, not while that row is still being parsed beside the next fetch.
+    assert first_copy_when_marked[uids[1]] == InboundEmail.Status.IMPORTED
+    assert set(first_copy_when_marked) == set(uids)
