@@ -59,8 +59,9 @@ from inbox.services import (
 logger = logging.getLogger(__name__)
 
 FETCH_BATCH_SIZE = 100
-# A fetch (and a processing batch) holds at most this many bytes of mail in memory,
-# or one message when a single one is larger.
+# A fetch, and each of the two processing batches a run has in hand (one parsed while the
+# one before is imported), holds at most this many bytes of mail in memory, or one
+# message when a single one is larger.
 BATCH_BYTES = 8 * 1024 * 1024
 # A message whose processing was started this often without finishing (a worker killed
 # by it, or errors that kept repeating) is quarantined instead of blocking the channel.
