@@ -182,25 +182,37 @@ def test_the_next_batch_is_parsed_while_one_is_imported_and_replies_still_find_t
         )
     mail_account.append(*mails)
     parse, batch_import = email_parse.parse, services._batch_import
-    parsing_started = threading.Event()
+    imports_started: set[int] = set()  # each by the number of its batch's last mail
+    import_seen = threading.Condition()
     overlapped: list[bool] = []
 
-    def parse_noting(raw: bytes, *, max_attachment_bytes: int) -> email_parse.ParsedEmail:
-        parsing_started.set()
-        return parse(raw, max_attachment_bytes=max_attachment_bytes)
+    def number(email: email_parse.ParsedEmail) -> int:
+        return int(email.subject.rsplit(" ", 1)[1])
 
-    def import_waiting_for_the_next_parse(*args: Any) -> None:
-        # Stored one after the other, no batch would be parsed while this one waits.
-        parsing_started.clear()
-        overlapped.append(parsing_started.wait(timeout=2))
-        batch_import(*args)
+    def parse_seeing_the_import_before(raw: bytes, *, max_attachment_bytes: int) -> email_parse.ParsedEmail:
+        parsed = parse(raw, max_attachment_bytes=max_attachment_bytes)
+        if number(parsed) % 2 == 0 and number(parsed) > 0:  # a batch's first mail, not the first batch
+            # Parsed inline, this returns before the batch before is stored: the wait times out.
+            with import_seen:
+                overlapped.append(
+                    import_seen.wait_for(lambda: number(parsed) - 1 in imports_started, timeout=2)
+                )
+        return parsed
 
-    monkeypatch.setattr(email_parse, "parse", parse_noting)
-    monkeypatch.setattr(services, "_batch_import", import_waiting_for_the_next_parse)
+    def import_noting(
+        channel: EmailChannel, rows: list[InboundEmail], parsed: dict[int, Any], result: Any
+    ) -> None:
+        with import_seen:
+            imports_started.add(max(number(email) for email in parsed.values()))
+            import_seen.notify_all()
+        batch_import(channel, rows, parsed, result)
+
+    monkeypatch.setattr(email_parse, "parse", parse_seeing_the_import_before)
+    monkeypatch.setattr(services, "_batch_import", import_noting)
     result = services.email_channel_poll(channel_id=channel.pk)
     assert result.imported == 8
-    # Every batch but the last had the next one parsed beside it.
-    assert overlapped == [True, True, True, False]
+    # Each batch but the first was still being parsed when the batch before was imported.
+    assert overlapped == [True, True, True]
     (conversation,) = Conversation.objects.filter(inbox=channel.inbox)
     assert conversation.messages.count() == 8
 
