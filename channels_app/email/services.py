@@ -464,11 +464,11 @@ class _Processing:
     def catch_up(self) -> None:
         """Claim every pending row, and import every batch claimed before this call; the
         last batch this call claims may still be parsing when it returns."""
-        earlier = self._waiting
+        claimed_any = False
         while (claimed := self._claim()) is not None:
             self._import_waiting()
-            self._waiting = claimed
-        if self._waiting is earlier:  # nothing new: nothing to overlap the one in hand with
+            self._waiting, claimed_any = claimed, True
+        if not claimed_any:  # nothing new to overlap the batch in hand with
             self._import_waiting()
 
     def finish(self) -> None:
