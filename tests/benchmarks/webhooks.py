@@ -16,6 +16,7 @@ Then, on that one server:
 4. end to end under load: N more deliveries from C client connections (default 4) while
    the worker drains, from the first delivery until every one is a message: each
    connection sends its next as soon as it is answered, so this is the server's most;
+   with the CPU a delivery took in the server, the worker, PostgreSQL and the clients;
 5. the issue's load: N more, offered at --rate a second (default 500) from C connections
    while the worker drains, each timed from when it was due (a late one's wait counts);
 6. 1,000 replays of delivered messages (answered 200, stored once).
@@ -203,6 +204,42 @@ def post_concurrently(
     return latencies
 
 
+def cpu_seconds(root_pids: list[int]) -> float:
+    """User + system CPU of these processes and every descendant alive now, from /proc."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # After the parenthesised command name: state, ppid, … utime, stime, and the same of
+            # its children waited for (14th to 17th): an exited one counts once, in its parent.
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = sum(int(value) for value in fields[11:15]) / tick
+    wanted = set(root_pids)
+    grew = True
+    while grew:
+        children = {pid for pid, parent in parents.items() if parent in wanted} - wanted
+        grew = bool(children)
+        wanted |= children
+    return sum(times.get(pid, 0.0) for pid in wanted)
+
+
+def postgres_pid() -> int:
+    """The postmaster: every backend, the benchmark's and the worker's, is its child."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = int(cursor.fetchone()[0])
+    stat = Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(stat[1])
+
+
 def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
@@ -346,25 +383,42 @@ def main() -> None:
         post_all(port, FLOOR_PATH, bodies, floor)
         floor_seconds = time.perf_counter() - started
         stored: list[float] = []
+        postgresql = [postgres_pid()]
+        cpu_before = {"server": cpu_seconds([server.pid]), "postgresql": cpu_seconds(postgresql)}
         started = time.perf_counter()
         post_all(port, hook, bodies, stored)
         stored_seconds = time.perf_counter() - started
+        stored_cpu_ms = {
+            "server": (cpu_seconds([server.pid]) - cpu_before["server"]) * 1000 / n,
+            "postgresql": (cpu_seconds(postgresql) - cpu_before["postgresql"]) * 1000 / n,
+        }
 
         # 3. One worker drains that backlog into messages: the rate from first to last.
         base = message_count()
         worker = start_worker()
+        cpu_before = {"worker": cpu_seconds([worker.pid]), "postgresql": cpu_seconds(postgresql)}
         wait_until(lambda: message_count() >= base + n, 1800, "the backlog")
         drain_rate = (n - 1) / message_span("seq")
+        drain_cpu_ms = {
+            "worker": (cpu_seconds([worker.pid]) - cpu_before["worker"]) * 1000 / n,
+            "postgresql": (cpu_seconds(postgresql) - cpu_before["postgresql"]) * 1000 / n,
+        }
 
         # 4. End to end under load: C client connections deliver while the worker drains,
         # from the first delivery until every one is a message.
         concurrent_bodies = [delivery(i, "conc") for i in range(n)]
         base = message_count()
+        # Where a delivery's CPU goes, across every process on the two cores.
+        processes = {"server": [server.pid], "worker": [worker.pid], "postgresql": postgresql}
+        cpu_before = {name: cpu_seconds(pids) for name, pids in processes.items()}
+        clients_before = time.process_time()
         started = time.perf_counter()
         concurrent = post_concurrently(port, hook, concurrent_bodies, args.clients)
         concurrent_seconds = time.perf_counter() - started
         wait_until(lambda: message_count() >= base + n, 1800, "the messages")
         concurrent_e2e = time.perf_counter() - started
+        cpu_ms = {name: (cpu_seconds(pids) - cpu_before[name]) * 1000 / n for name, pids in processes.items()}
+        cpu_ms["benchmark_clients"] = (time.process_time() - clients_before) * 1000 / n
 
         # 5. The issue's load, offered: deliveries due at --rate a second from C connections
         # while the worker drains; intake times from when each was due.
@@ -393,12 +447,15 @@ def main() -> None:
         "verified_stored_p50_ms": round(statistics.median(stored), 3),
         "verified_stored_p99_ms": round(percentile(stored, 99), 3),
         "verified_stored_requests_per_s": round(n / stored_seconds),
+        "verified_stored_cpu_ms_per_delivery": {name: round(ms, 3) for name, ms in stored_cpu_ms.items()},
         "worker_drain_events_per_s": round(drain_rate),
+        "worker_drain_cpu_ms_per_event": {name: round(ms, 3) for name, ms in drain_cpu_ms.items()},
         "concurrent_clients": args.clients,
         "under_load_p50_ms": round(statistics.median(concurrent), 3),
         "under_load_p99_ms": round(percentile(concurrent, 99), 3),
         "under_load_requests_per_s": round(n / concurrent_seconds),
         "end_to_end_events_per_s": round(n / concurrent_e2e),
+        "under_load_cpu_ms_per_delivery": {name: round(ms, 3) for name, ms in cpu_ms.items()},
         "paced_rate_per_s": args.rate,
         "paced_p50_ms": round(statistics.median(paced), 3),
         "paced_p99_ms": round(percentile(paced, 99), 3),
