@@ -23,7 +23,10 @@ DRAIN_SECONDS = 20.0
 def social_events_drain(self: Task, channel_id: int) -> None:
     """Process a channel's due events, batch after batch, for a bounded time."""
     channel_id = int(channel_id)
-    services.inbound_events_drain_started(channel_id=channel_id)
+    wait = services.inbound_events_drain_started(channel_id=channel_id)
+    if wait:
+        social_events_drain.apply_async((channel_id,), countdown=wait)
+        return
     deadline = time.monotonic() + DRAIN_SECONDS
     try:
         while True:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from werkzeug import Request, Response
 
 from channels_app.common.tasks import SEND_MAX_RETRIES
 from channels_app.models import InboundEvent, MetaChannel
+from channels_app.webhooks import services as social_services
 from inbox.models import Conversation, Inbox, Message
 from inbox.services import conversation_reply
 from tests.channels.conftest import wait_for
@@ -136,3 +138,26 @@ def test_segment_isolation_end_to_end(client: Client, meta_channel: Callable[...
             wamid
         ]
         assert Conversation.objects.filter(inbox=inbox).count() == 1
+
+
+def test_a_channel_drained_a_moment_ago_is_drained_after_the_interval_with_all_that_came_since(
+    client: Client, meta_channel: Callable[..., MetaChannel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Longer than the five deliveries take, on a slow machine too (the worker is in this
+    # process: it reads the same setting).
+    monkeypatch.setattr(social_services, "DRAIN_INTERVAL_SECONDS", 1.0)
+    channel = meta_channel()
+    events = InboundEvent.objects.filter(channel=channel)
+    processed = events.filter(status=InboundEvent.Status.PROCESSED)
+    assert meta_post(client, channel, whatsapp_text(channel, wamid="wamid.PACE0")).status_code == 200
+    first = wait_for(processed.first)
+    for index in range(1, 6):
+        assert (
+            meta_post(client, channel, whatsapp_text(channel, wamid=f"wamid.PACE{index}")).status_code == 200
+        )
+    wait_for(lambda: processed.count() == 6)
+    later = set(events.exclude(pk=first.pk).values_list("processed_at", flat=True))
+    assert len(later) == 1  # one drain took the five
+    # Started a second after the first drain began (less the moment that one took to look).
+    assert later.pop() - first.processed_at >= timedelta(seconds=0.9)
+    assert Message.objects.filter(conversation__inbox=channel.inbox).count() == 6

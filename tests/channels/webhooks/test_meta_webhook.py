@@ -541,6 +541,22 @@ def test_a_stored_delivery_queues_one_drain_per_channel(
     drain(channel)
 
 
+def test_a_drain_starting_within_the_interval_of_the_last_waits_and_keeps_the_queued_mark(
+    meta_channel: Callable[..., MetaChannel],
+) -> None:
+    channel = meta_channel()
+    queued = f"channels_app:drain-queued:{channel.pk}"
+    cache.set(queued, 1, timeout=60)
+    assert social_services.inbound_events_drain_started(channel_id=channel.pk) == 0
+    assert cache.get(queued) is None  # it goes on: a delivery from now queues another
+    cache.set(queued, 1, timeout=60)
+    wait = social_services.inbound_events_drain_started(channel_id=channel.pk)
+    assert 0 < wait <= social_services.DRAIN_INTERVAL_SECONDS
+    # Still marked queued: deliveries while it waits queue nothing, it comes back for them.
+    assert cache.get(queued) == 1
+    cache.delete(queued)
+
+
 def test_stalled_events_are_drained_again(client: Client, meta_channel: Callable[..., MetaChannel]) -> None:
     channel = meta_channel()
     meta_post(client, channel, whatsapp_text(channel, wamid="wamid.ST"))
