@@ -28,8 +28,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
 # A short idle timeout for the test's server: the warning shows a few seconds after a page
 # loads, and the session ends soon after.
-IDLE_MINUTES = "0.4"  # 24 seconds
-WARNING_SECONDS = "18"
+IDLE_MINUTES = "0.25"  # 15 seconds
+WARNING_SECONDS = "11"
 
 
 @dataclass
@@ -187,7 +187,7 @@ def test_idle_warning_keeps_the_session_on_request_and_the_sign_in_page_says_why
     # Ignored this time: the session ends, and the sign-in page says why.
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible(timeout=30_000)
     expect(page.get_by_role("status").filter(has_text="signed out")).to_have_text(
-        "You were signed out after 24 seconds without activity."
+        "You were signed out after 15 seconds without activity."
     )
     assert "/accounts/login/?next=" in page.url
     page.screenshot(path=str(ARTIFACTS / "agent-idle-signed-out.png"))
