@@ -21,7 +21,9 @@ DRAIN_SECONDS = 20.0
     bind=True, name="channels_app.social_events_drain", acks_late=True, ignore_result=True, max_retries=8
 )
 def social_events_drain(self: Task, channel_id: int) -> None:
-    """Process a channel's due events, batch after batch, for a bounded time."""
+    """Process a channel's due events, batch after batch, for a bounded time; or, when the
+    channel's last drain started too recently (services.DRAIN_INTERVAL_SECONDS), come back
+    when it may, and take what came meanwhile in one batch."""
     channel_id = int(channel_id)
     wait = services.inbound_events_drain_started(channel_id=channel_id)
     if wait:
