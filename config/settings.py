@@ -154,6 +154,11 @@ DB_CONNECT_TIMEOUT_SECONDS = int(os.environ.get("DB_CONNECT_TIMEOUT_SECONDS", "2
 DB_POOL_TIMEOUT_SECONDS = float(os.environ.get("DB_POOL_TIMEOUT_SECONDS", "1"))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = DB_CONNECT_TIMEOUT_SECONDS
+    # A statement run through channels_app.common.inbound.bound_cursor (the raw stores) is
+    # prepared on a connection's fifth run of it: PostgreSQL stops planning the webhook
+    # intake's statement for every delivery. Django's own cursors bind on the client and
+    # never prepare. A transaction-mode pooler would lose them: PgBouncer in session mode.
+    DATABASES["default"]["OPTIONS"]["prepare_threshold"] = 5
     if DB_POOL_SIZE:
         # With CONN_HEALTH_CHECKS (on above) each connection is checked as it leaves the
         # pool, one round trip: after a database restart every pooled connection is broken,

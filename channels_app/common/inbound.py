@@ -1,22 +1,41 @@
-"""What every channel's intake shares past its own raw store: files a customer sent, kept
-by what their bytes are (never by what they are declared as); and the scrub of a raw copy
-once its message was stored redacted, so the original is kept nowhere."""
+"""What every channel's intake shares: the cursor its raw stores write with; files a
+customer sent, kept by what their bytes are (never by what they are declared as); and the
+scrub of a raw copy once its message was stored redacted, so the original is kept nowhere."""
 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import email
 import email.policy
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from email.header import Header, decode_header, make_header
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import filetype
+import psycopg
+from django.db import connection
+from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 
 from inbox.models import Attachment
 from inbox.services import attachment_file_store
+
+
+@contextlib.contextmanager
+def bound_cursor() -> Iterator[CursorWrapper]:
+    """A cursor that binds its parameters on the server. Django's psycopg cursors write
+    every parameter into the statement's text: a raw mail or webhook body travels as an
+    escaped literal twice its size for the server to parse back (storing a raw mail took
+    ~0.7 ms; ~0.2 ms bound), and none is ever prepared. Bound, a statement a connection
+    runs again and again is prepared (settings: prepare_threshold): planning the webhook
+    intake's statement was about half of PostgreSQL's CPU for a delivery. Wrapped as Django
+    wraps its own, so query logging and execute wrappers see it."""
+    connection.ensure_connection()
+    wrapper = CursorDebugWrapper if connection.queries_logged else CursorWrapper
+    with wrapper(psycopg.Cursor(connection.connection), connection) as cursor:
+        yield cursor
 
 
 def sniff(content: bytes) -> tuple[str, str]:

@@ -29,13 +29,19 @@ from typing import NoReturn
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import DataError, IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.db import DataError, IntegrityError, InterfaceError, OperationalError, transaction
 from django.db.models import F
 from django.http import HttpRequest
 from django.utils import timezone
 
 from audit.services import Kind, Severity, client_ip, security_event_record
-from channels_app.common.inbound import RAW_SCRUBBED_NOTE, attachment_build, sniff, webhook_body_scrub
+from channels_app.common.inbound import (
+    RAW_SCRUBBED_NOTE,
+    attachment_build,
+    bound_cursor,
+    sniff,
+    webhook_body_scrub,
+)
 from channels_app.common.outbound import ReadyReply
 from channels_app.common.provider_http import ProviderError, TooLarge
 from channels_app.common.retry import backoff_ceiling
@@ -208,7 +214,7 @@ def delivery_store(
                 channel_id, endpoint, event_key, body, verified, verification_note, status, reason,
                 attempts, next_attempt_at, received_at, processed_at
             )
-            SELECT id, %(endpoint)s, %(event_key)s, %(body)s, %(verified)s, %(note)s, %(received)s, '',
+            SELECT id, %(endpoint)s, %(event_key)s, %(body)b, %(verified)s, %(note)s, %(received)s, '',
                 0, NULL, %(now)s, NULL
             FROM channel
             ON CONFLICT (channel_id, event_key) DO NOTHING
@@ -216,7 +222,7 @@ def delivery_store(
         )
         SELECT (SELECT count(*) FROM channel), (SELECT count(*) FROM stored)
     """  # noqa: S608  # only table names are interpolated, from the models; values are parameters
-    with connection.cursor() as cursor:
+    with bound_cursor() as cursor:
         cursor.execute(
             sql,
             {

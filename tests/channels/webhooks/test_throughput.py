@@ -70,6 +70,30 @@ def test_a_delivery_to_a_known_channel_is_one_statement_and_a_replay_too(
     assert InboundEvent.objects.filter(event_key="wamid:wamid.second").count() == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_the_intake_statement_is_prepared_once_a_connection_has_run_it_a_few_times(
+    client: Client, meta_channel: Callable[..., MetaChannel]
+) -> None:
+    def prepared() -> list[str]:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT statement FROM pg_prepared_statements WHERE statement LIKE %s",
+                [f'%INSERT INTO "{InboundEvent._meta.db_table}"%'],
+            )
+            return [row[0] for row in cursor.fetchall()]
+
+    channel = meta_channel()
+    connection.close()  # a connection of its own: none prepared yet
+    assert prepared() == []
+    cache.set(f"channels_app:drain-queued:{channel.pk}", 1, timeout=60)  # no worker takes them
+    deliver(client, channel, 6, tag="prep", senders=2)
+    # Planned once for this connection, not for every delivery; its body bound as bytes.
+    [statement] = prepared()
+    assert "ON CONFLICT" in statement and "$4" in statement
+    assert InboundEvent.objects.filter(channel=channel).count() == 6
+    cache.delete(f"channels_app:drain-queued:{channel.pk}")
+
+
 def test_a_rotated_secret_is_never_checked_against_the_copy_in_memory(
     client: Client, meta_channel: Callable[..., MetaChannel]
 ) -> None:
