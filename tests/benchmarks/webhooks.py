@@ -1,7 +1,8 @@
 """Benchmark: signed Meta (WhatsApp) webhook deliveries against one ASGI server process.
 
-Run: `.venv/bin/python tests/benchmarks/webhooks.py [--deliveries N] [--clients C]`
-(default 10,000 deliveries). It (re)creates its own database (DATABASE_URL, default
+Run: `.venv/bin/python tests/benchmarks/webhooks.py [--deliveries N] [--clients C]
+[--servers S]` (default 10,000 deliveries; S uvicorn processes on the one port, default 1).
+It (re)creates its own database (DATABASE_URL, default
 portcullis_webhooks_bench), starts one uvicorn process on a free loopback port serving
 the product plus, for the floor, a benchmark-only ASGI route answering an empty 200 (in
 this file, not in the product), and one Celery worker process (prefork, concurrency 1).
@@ -270,6 +271,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--deliveries", type=int, default=10_000)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--servers", type=int, default=1, help="uvicorn worker processes on the one port")
     parser.add_argument("--rate", type=float, default=500, help="deliveries a second offered in step 5")
     args = parser.parse_args()
     n = args.deliveries
@@ -316,6 +318,8 @@ def main() -> None:
             "--lifespan",
             "off",
             "--no-access-log",
+            "--workers",
+            str(args.servers),
             "--log-level",
             "warning",
         ],
@@ -442,7 +446,7 @@ def main() -> None:
     result = {
         "benchmark": "webhooks",
         "deliveries": n,
-        "server": "uvicorn, 1 process, DB pool " + os.environ["DB_POOL_SIZE"],
+        "server": f"uvicorn, {args.servers} process(es), DB pool {os.environ['DB_POOL_SIZE']} each",
         "worker": "celery prefork, concurrency 1",
         "verified_stored_p50_ms": round(statistics.median(stored), 3),
         "verified_stored_p99_ms": round(percentile(stored, 99), 3),
