@@ -94,7 +94,7 @@ DRAIN_KEY_SECONDS = 30
 # A channel's drains start at most this often. Under load a drain began as soon as the one
 # before ended, with ~25 events at 340 deliveries/s, and a batch's own statements (~20,
 # 11 ms of the worker's CPU) cost more than its events: 1.3 ms of the worker an event,
-# against 0.28 ms draining a backlog (tests/benchmarks/webhooks.py). Spaced, a busy
+# against 0.37 ms draining a backlog (tests/benchmarks/webhooks.py). Spaced, a busy
 # channel's batches grow instead; a quiet channel's delivery is still drained at once.
 DRAIN_INTERVAL_SECONDS = 0.25
 
