@@ -143,8 +143,8 @@ def test_segment_isolation_end_to_end(client: Client, meta_channel: Callable[...
 def test_a_channel_drained_a_moment_ago_is_drained_after_the_interval_with_all_that_came_since(
     client: Client, meta_channel: Callable[..., MetaChannel], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Longer than the five deliveries take, on a slow machine too (the worker is in this
-    # process: it reads the same setting).
+    # Longer than the five deliveries take, on a slow machine too (the test's worker runs in
+    # this process: it reads the patched constant).
     monkeypatch.setattr(social_services, "DRAIN_INTERVAL_SECONDS", 1.0)
     channel = meta_channel()
     events = InboundEvent.objects.filter(channel=channel)

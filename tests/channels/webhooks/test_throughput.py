@@ -83,15 +83,16 @@ def test_the_intake_statement_is_prepared_once_a_connection_has_run_it_a_few_tim
             return [row[0] for row in cursor.fetchall()]
 
     channel = meta_channel()
+    queued = f"channels_app:drain-queued:{channel.pk}"
     connection.close()  # a connection of its own: none prepared yet
     assert prepared() == []
-    cache.set(f"channels_app:drain-queued:{channel.pk}", 1, timeout=60)  # no worker takes them
+    cache.set(queued, 1, timeout=60)  # no worker takes them
     deliver(client, channel, 6, tag="prep", senders=2)
     # Planned once for this connection, not for every delivery; its body bound as bytes.
     [statement] = prepared()
     assert "ON CONFLICT" in statement and "$4" in statement
     assert InboundEvent.objects.filter(channel=channel).count() == 6
-    cache.delete(f"channels_app:drain-queued:{channel.pk}")
+    cache.delete(queued)
 
 
 def test_a_rotated_secret_is_never_checked_against_the_copy_in_memory(
